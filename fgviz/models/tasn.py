@@ -1,0 +1,231 @@
+"""TASN: "Looking for the Devil in the Details: Learning Trilinear Attention Sampling Network for Fine-grained
+Image Recognition" (Zheng et al., CVPR 2019). Paper: https://arxiv.org/abs/1903.06150 ·
+official code (MXNet): https://github.com/researchmm/tasn (example/tasn/model.py, att_sampler-inl.h).
+
+Pipeline (shapes at the paper size): x (B, 3, 512, 512) -> attention net on x resized to 224 (ResNet-18 with
+strides 1, 1, 2, 1 for stages 1-4 -> (B, 512, 28, 28), then the multi-dilation head) -> X; trilinear attention
+T = N(N(X) X^T) X (gradient stopped) -> structure map (channel sum, resized to 512, squared) and detail map (one
+random channel in training, channel sum at test) -> the attention sampler makes a structure-preserved and a
+detail-preserved 224-px image -> one ResNet-50 on both -> fc1 (detail), fc2 (structure), shared fc on both.
+Prediction = shared fc on the structure-preserved image ("master_net_aux").
+
+Deviations from the MXNet code, all documented:
+- torchvision-style (post-activation) timm ResNets instead of MXNet's pre-activation ResNets (not in timm);
+  widths and depths are config fields so the demo models can be small.
+- The "unique energy" channel filter of the structure/detail ops is a plain channel sum (in the MXNet code the
+  filter is misaligned with the channel order and is a plain sum in practice).
+- Input normalisation is ImageNet mean/std (MXNet: mean subtraction in 0-255 units, no std).
+- The sampler caps the density at `dense` x uniform in every clip iteration (see fgviz.sampling).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+from torch import nn
+
+from fgviz.models.base import BaseConfig, FineGrainedModel, check_int, softmax_np, to_numpy
+from fgviz.sampling import attention_sample, trilinear_attention
+
+BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+@dataclass
+class TASNConfig(BaseConfig):
+    img_size: tuple[int, int] = (512, 512)
+    crop_pct: float = 1.0
+    att_size: int = 224  # attention-net input side
+    out_size: int = 224  # side of the resampled images (336 for the 88.0 % model)
+    att_layers: tuple[int, ...] = (2, 2, 2, 2)  # ResNet-18
+    att_channels: tuple[int, ...] = (64, 128, 256, 512)
+    backbone_block: str = "bottleneck"
+    backbone_layers: tuple[int, ...] = (3, 4, 6, 3)  # ResNet-50
+    backbone_channels: tuple[int, ...] = (64, 128, 256, 512)
+    gamma: float = 7.0  # trilinear softmax scale (MXNet 7, PyTorch port 2)
+    dense: float = 4.0  # sampler density cap, x uniform
+    iters: int = 5  # sampler clip-and-redistribute iterations
+    distill_temperature: float = 10.0
+
+    def validate(self) -> None:
+        super().validate()
+        check_int("att_size", self.att_size, 16, 1024)
+        check_int("out_size", self.out_size, 8, 1024)
+        check_int("iters", self.iters, 0, 50)
+        self.att_layers, self.backbone_layers = tuple(self.att_layers), tuple(self.backbone_layers)
+        self.att_channels, self.backbone_channels = tuple(self.att_channels), tuple(self.backbone_channels)
+        for name in ("att_layers", "backbone_layers", "att_channels", "backbone_channels"):
+            values = getattr(self, name)
+            if len(values) != 4:
+                raise ValueError(f"{name} needs 4 stages, got {values}")
+            for v in values:
+                check_int(name, v, 1, 64 if "layers" in name else 2048)
+        if self.backbone_block not in BLOCKS:
+            raise ValueError(f"backbone_block must be one of {sorted(BLOCKS)}, got {self.backbone_block!r}")
+        if not 1.0 <= self.dense <= 64.0:
+            raise ValueError(f"dense={self.dense} outside [1, 64]")
+
+
+class MultiDilation(nn.Module):
+    """TASN's attention head: two 3x3 convs, each applied at several dilations with shared weights, ReLU, summed.
+
+    a1 = ReLU(W1 *_1 F) + ReLU(W1 *_2 F);  a2 = ReLU(W2 *_1 a1) + ReLU(W2 *_2 a1) + ReLU(W2 *_3 a1)
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    @staticmethod
+    def _dilated(conv: nn.Conv2d, x: torch.Tensor, dilations: tuple[int, ...]) -> torch.Tensor:
+        return sum(F.relu(F.conv2d(x, conv.weight, conv.bias, padding=d, dilation=d)) for d in dilations)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a1 = self._dilated(self.conv1, x, (1, 2))  # (B, C, h, w)
+        return self._dilated(self.conv2, a1, (1, 2, 3))  # (B, C, h, w)
+
+
+def attention_resnet(layers: tuple[int, ...], channels: tuple[int, ...]) -> ResNet:
+    """ResNet (basic blocks) with stage strides 1, 1, 2, 1: output stride 8 (224 -> 28), as TASN's attention net."""
+    net = ResNet(BasicBlock, layers, channels=channels, num_classes=0, global_pool="")
+    for stage in (net.layer2, net.layer4):
+        first = stage[0]
+        first.conv1.stride = (1, 1)
+        if first.downsample is not None:
+            first.downsample[0].stride = (1, 1)
+    return net
+
+
+class TASN(FineGrainedModel):
+    method = "tasn"
+    config_class = TASNConfig
+
+    def __init__(self, config: TASNConfig) -> None:
+        super().__init__(config)
+        c = config
+        self.att_net = attention_resnet(c.att_layers, c.att_channels)
+        C = c.att_channels[-1]
+        self.att_head = MultiDilation(C)
+        self.att_bn = nn.BatchNorm2d(C)
+        self.att_fc = nn.Linear(C, c.num_classes)
+        self.backbone = ResNet(
+            BLOCKS[c.backbone_block], c.backbone_layers, channels=c.backbone_channels, num_classes=0
+        )
+        F_dim = self.backbone.num_features
+        self.fc1 = nn.Linear(F_dim, c.num_classes)  # part net (detail image)
+        self.fc2 = nn.Linear(F_dim, c.num_classes)  # master net (structure image)
+        self.fc = nn.Linear(F_dim, c.num_classes)  # shared: final prediction on the structure image
+
+    def attention_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, 3, H, W) -> (X (B, C, h, w) feature maps for the trilinear attention, att-net logits (B, classes))."""
+        s = self.config.att_size
+        small = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)  # (B, 3, s, s)
+        X = self.att_head(self.att_net.forward_features(small))  # (B, C, s/8, s/8)
+        logits = self.att_fc(F.relu(self.att_bn(X)).mean(dim=(2, 3)))  # (B, classes)
+        return X, logits
+
+    def attention_maps(
+        self, X: torch.Tensor, size: tuple[int, int], detail_channel: int | torch.Tensor | None, gamma: float
+    ) -> dict[str, torch.Tensor]:
+        """Trilinear maps -> structure and detail maps at feature and at image resolution."""
+        T = trilinear_attention(X.float(), gamma=gamma)  # (B, C, h, w), no gradient
+        structure = T.sum(dim=1)  # (B, h, w)
+        if detail_channel is None:
+            detail = structure  # test: all channels
+        else:
+            idx = torch.as_tensor(detail_channel, device=T.device).expand(T.shape[0])  # (B,)
+            detail = T[torch.arange(T.shape[0], device=T.device), idx]  # (B, h, w): one channel per image
+        up = lambda m: F.interpolate(m[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]  # noqa: E731
+        return {
+            "trilinear": T,
+            "structure": structure,
+            "detail": detail,
+            "structure_full": up(structure) ** 2,  # squared after the resize, as the MXNet op
+            "detail_full": up(detail),
+        }
+
+    def _forward(self, x: torch.Tensor, *, dense: float | None = None, iters: int | None = None,
+                 out_size: int | None = None, detail_channel: int | torch.Tensor | None = None,
+                 gamma: float | None = None) -> dict[str, Any]:
+        c = self.config
+        dense, iters, out_size = dense or c.dense, c.iters if iters is None else iters, out_size or c.out_size
+        X, att_logits = self.attention_features(x)
+        maps = self.attention_maps(X.detach(), x.shape[-2:], detail_channel, c.gamma if gamma is None else gamma)
+        with torch.no_grad():
+            x_s, coords_s = attention_sample(x, maps["structure_full"], out_size, dense=dense, iters=iters)
+            x_d, coords_d = attention_sample(x, maps["detail_full"], out_size, dense=dense, iters=iters)
+        feats = self.backbone(torch.cat([x_d, x_s]))  # (2B, F): one backbone for both images
+        f_d, f_s = feats.chunk(2)
+        return {
+            "att": att_logits,
+            "part": self.fc1(f_d),
+            "master": self.fc2(f_s),
+            "part_aux": self.fc(f_d),
+            "master_aux": self.fc(f_s),
+            "X": X,
+            "maps": maps,
+            "sampled": {"structure": x_s, "detail": x_d},
+            "coords": {"structure": coords_s, "detail": coords_d},
+        }
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(x)["master_aux"]
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """att CE + 0.5 x (part, master, part_aux, master_aux CE) + distillation (T = 10, teacher not detached)."""
+        C = self.config.att_channels[-1]
+        channel = torch.randint(0, C, (x.shape[0],), device=x.device)  # training: one random channel per image
+        out = self._forward(x, detail_channel=channel)
+        T = self.config.distill_temperature
+        ce = F.cross_entropy
+        kd = -(F.softmax(out["part"] / T, -1) * F.log_softmax(out["master"] / T, -1)).sum(-1).mean()
+        loss = ce(out["att"], y) + 0.5 * (
+            ce(out["part"], y) + ce(out["master"], y) + ce(out["part_aux"], y) + ce(out["master_aux"], y)
+        ) + kd
+        return loss, out["master_aux"]
+
+    def _explain(
+        self,
+        x: torch.Tensor,
+        display: np.ndarray,
+        *,
+        dense: float | None = None,
+        iters: int | None = None,
+        out_size: int | None = None,
+        gamma: float | None = None,
+        detail_channel: int | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
+        if params:
+            raise TypeError(f"TASN.explain got unknown parameters {sorted(params)}")
+        c = self.config
+        if detail_channel is not None:
+            check_int("detail_channel", detail_channel, 0, c.att_channels[-1] - 1)
+        out = self._forward(
+            x, dense=dense, iters=iters, out_size=out_size, detail_channel=detail_channel, gamma=gamma
+        )
+        pre = self.preprocess
+        maps = out["maps"]
+        return {
+            "probs": softmax_np(out["master_aux"][0]),
+            "maps": {"structure": to_numpy(maps["structure"][0]), "detail": to_numpy(maps["detail"][0])},
+            "sampled": {k: pre.denormalize(v[0]) for k, v in out["sampled"].items()},
+            "sample_coords": {k: (to_numpy(r[0]), to_numpy(cc[0])) for k, (r, cc) in out["coords"].items()},
+            "trilinear": to_numpy(maps["trilinear"][0], np.float16),
+            "features": to_numpy(out["X"][0], np.float16),
+            "params": {
+                "dense": float(dense or c.dense),
+                "iters": int(c.iters if iters is None else iters),
+                "out_size": int(out_size or c.out_size),
+                "gamma": float(c.gamma if gamma is None else gamma),
+                "detail_channel": detail_channel,
+            },
+            "extras": {
+                "head_probs": {k: softmax_np(out[k][0]) for k in ("att", "part", "master", "part_aux", "master_aux")},
+            },
+        }

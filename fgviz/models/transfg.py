@@ -1,0 +1,230 @@
+"""TransFG: "TransFG: A Transformer Architecture for Fine-grained Recognition" (He et al., AAAI 2022).
+
+Paper: https://arxiv.org/abs/2103.07976 · official code: https://github.com/TACJu/TransFG (models/modeling.py).
+
+A timm ViT whose patch embedding is a single stride-S conv (overlapping patches: 16 px at stride 12 gives a 37x37
+grid at 448 px), and whose last block runs only on [CLS + one token per head] chosen by the Part Selection Module
+(PSM): per head, the CLS row of the raw product A_{L-1} ... A_1 of the first L-1 layers' attention (no identity, no
+renormalisation, no head fusion), argmax, duplicates kept. Loss: cross-entropy + contrastive loss (alpha 0.4, 1/B^2).
+
+Differences from the official code, all deliberate:
+- The PSM is evaluated as a row vector e0^T A_{L-1} ... A_1 from each block's queries and keys (``psm_select_qk``),
+  not as the full per-head N x N x N products; the indices are the same (tests compare with the full product).
+- timm's ``proj_drop_rate`` applies dropout after the attention projection too (official: MLP only, 0.1).
+- Attention is captured from q/k beside timm's fused attention, so the forward is the fast fused one.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from timm.layers import PatchEmbed, resample_abs_pos_embed
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from fgviz.attention import psm_and_fused_qk, psm_select_qk, rollout_from_fused
+from fgviz.capture import record_attention
+from fgviz.explanation import token_box
+from fgviz.models.base import MAX_DEPTH, MAX_WIDTH, BaseConfig, FineGrainedModel, check_int, softmax_np, to_numpy
+
+
+class OverlapPatchEmbed(PatchEmbed):
+    """timm PatchEmbed with a conv stride other than the patch size: grid (H - P) // S + 1 per side, no padding."""
+
+    def __init__(self, *args: Any, stride: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        old = self.proj
+        self.stride = stride
+        self.proj = nn.Conv2d(
+            old.in_channels, old.out_channels, kernel_size=self.patch_size, stride=stride, bias=old.bias is not None
+        )
+        H, W = self.img_size
+        P = self.patch_size[0]
+        self.grid_size = ((H - P) // stride + 1, (W - P) // stride + 1)  # (gh, gw)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+
+    def feat_ratio(self, as_scalar: bool = True) -> int | tuple[int, int]:
+        return self.stride if as_scalar else (self.stride, self.stride)
+
+
+def grid_size(img_size: tuple[int, int], patch_size: int, stride: int) -> tuple[int, int]:
+    """Token grid (gh, gw) of a stride-`stride` conv with kernel `patch_size` and no padding."""
+    return ((img_size[0] - patch_size) // stride + 1, (img_size[1] - patch_size) // stride + 1)
+
+
+@dataclass
+class TransFGConfig(BaseConfig):
+    """Paper size by default: ViT-B/16 at 448 px, stride 12 -> 37x37 + CLS = 1370 tokens."""
+
+    patch_size: int = 16
+    stride: int = 12
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    drop_rate: float = 0.1  # embeddings and MLP, as the official config
+    attn_drop_rate: float = 0.0
+    contrastive_alpha: float = 0.4
+    smoothing: float = 0.0  # label smoothing; the official default is 0
+
+    def validate(self) -> None:
+        super().validate()
+        check_int("patch_size", self.patch_size, 1, min(self.img_size))
+        check_int("stride", self.stride, 1, self.patch_size)
+        check_int("embed_dim", self.embed_dim, 8, MAX_WIDTH)
+        check_int("depth", self.depth, 2, MAX_DEPTH)  # the PSM needs at least one layer below the part layer
+        check_int("num_heads", self.num_heads, 1, 64)
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim={self.embed_dim} not divisible by num_heads={self.num_heads}")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return grid_size(self.img_size, self.patch_size, self.stride)
+
+
+def contrastive_loss(features: torch.Tensor, labels: torch.Tensor, alpha: float = 0.4) -> torch.Tensor:
+    """TransFG's contrastive loss on the final CLS features of the (per-process) batch.
+
+    L = (1/B^2) [ sum_{y_i = y_j} (1 - cos_ij) + sum_{y_i != y_j} max(cos_ij - alpha, 0) ], i = j included.
+    """
+    B = features.shape[0]
+    z = F.normalize(features, dim=-1)  # (B, D)
+    cos = z @ z.t()  # (B, B)
+    same = labels[:, None] == labels[None, :]  # (B, B)
+    pos = (1 - cos).masked_fill(~same, 0).sum()
+    neg = (cos - alpha).clamp(min=0).masked_fill(same, 0).sum()
+    return (pos + neg) / (B * B)
+
+
+class TransFG(FineGrainedModel):
+    method = "transfg"
+    config_class = TransFGConfig
+
+    def __init__(self, config: TransFGConfig) -> None:
+        super().__init__(config)
+        c = config
+        self.vit = VisionTransformer(
+            img_size=c.img_size,
+            patch_size=c.patch_size,
+            num_classes=c.num_classes,
+            embed_dim=c.embed_dim,
+            depth=c.depth,
+            num_heads=c.num_heads,
+            mlp_ratio=c.mlp_ratio,
+            qkv_bias=c.qkv_bias,
+            class_token=True,
+            global_pool="token",
+            pos_drop_rate=c.drop_rate,
+            proj_drop_rate=c.drop_rate,
+            attn_drop_rate=c.attn_drop_rate,
+            embed_layer=functools.partial(OverlapPatchEmbed, stride=c.stride),
+        )
+        assert tuple(self.vit.patch_embed.grid_size) == c.grid
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.config.grid
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid[0] * self.grid[1] + 1
+
+    def _forward(self, x: torch.Tensor, *, with_fused: bool = False) -> dict[str, Any]:
+        """PSM forward. Returns logits, final CLS features, PSM indices/rows and the lower layers' q and k.
+
+        With `with_fused`, also each lower layer's head-mean attention (B, N, N), computed in the same top-down pass
+        that evaluates the PSM row so every layer is softmaxed once.
+        """
+        vit = self.vit
+        h = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))  # (B, N, D)
+        lower, part_layer = vit.blocks[:-1], vit.blocks[-1]
+        with record_attention(lower, mode="qk") as rec:
+            for blk in lower:
+                h = blk(h)  # (B, N, D): layer-(L-1) outputs, not normed, as in the official code
+        qs, ks = rec.qk()
+        fused = None
+        with torch.no_grad():
+            if with_fused:
+                idx, rows, fused = psm_and_fused_qk(qs, ks, head_fusion="mean")
+            else:
+                idx, rows = psm_select_qk(qs, ks)  # (B, K=H) indices into the sequence (>= 1), (B, H, N-1)
+        parts = torch.gather(h, 1, idx.unsqueeze(-1).expand(-1, -1, h.shape[-1]))  # (B, K, D)
+        z = part_layer(torch.cat([h[:, :1], parts], dim=1))  # (B, 1 + K, D): the part layer sees 1 + K tokens
+        cls = vit.norm(z)[:, 0]  # (B, D)
+        logits = vit.head(vit.head_drop(cls))  # (B, C)
+        return {"logits": logits, "features": cls, "part_tokens": idx, "psm_rows": rows, "q": qs, "k": ks,
+                "fused": fused}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(x)["logits"]
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self._forward(x)
+        logits = out["logits"]
+        ce = F.cross_entropy(logits, y, label_smoothing=self.config.smoothing)
+        con = contrastive_loss(out["features"], y, self.config.contrastive_alpha)
+        return ce + con, logits
+
+    def _explain(
+        self, x: torch.Tensor, display: np.ndarray, *, keep_attention: bool = True, **params: Any
+    ) -> dict[str, Any]:
+        if params:
+            raise TypeError(f"TransFG.explain got unknown parameters {sorted(params)}")
+        out = self._forward(x, with_fused=True)
+        gh, gw = self.grid
+        P, S = self.config.patch_size, self.config.stride
+        qs, ks = out["q"], out["k"]
+        roll = rollout_from_fused(out["fused"], num_prefix_tokens=1)[0]  # (L-1, N-1) from L-1 x (1, N, N)
+        tokens = out["part_tokens"][0].cpu().numpy().astype(np.int64)  # (K,)
+        size = display.shape[:2]
+        boxes = np.array([token_box(int(t) - 1, (gh, gw), P, S, size) for t in tokens], dtype=np.int64)  # (K, 4)
+        fields: dict[str, Any] = {
+            "probs": softmax_np(out["logits"][0]),
+            "grid": (gh, gw),
+            "patch_size": P,
+            "stride": S,
+            "num_prefix_tokens": 1,
+            "rollout": to_numpy(roll).reshape(-1, gh, gw),
+            "part_tokens": tokens,
+            "part_boxes": boxes,
+            "psm_rows": to_numpy(out["psm_rows"][0]).reshape(-1, gh, gw),
+            "params": {"psm_layers": len(qs), "head_fusion": "mean", "discard_ratio": 0.0},
+        }
+        if keep_attention:
+            fields["attn_q"] = to_numpy(torch.stack([q[0] for q in qs]), np.float16)  # (L-1, H, N, d)
+            fields["attn_k"] = to_numpy(torch.stack([k[0] for k in ks]), np.float16)
+        return fields
+
+    def load_backbone_state_dict(self, state: dict[str, torch.Tensor], *, load_last_block: bool = False) -> list[str]:
+        """Initialise from a plain timm ViT state dict (e.g. ImageNet-21k ViT-B/16 at 224 px).
+
+        The position embedding is resampled bilinearly to this model's grid (official: scipy zoom order 1), the patch
+        conv is reused at the new stride. As in the official loader the last (part) block and the head stay random
+        unless `load_last_block`. Returns the keys that were not loaded.
+        """
+        own = self.vit.state_dict()
+        state = dict(state)
+        if "pos_embed" in state and state["pos_embed"].shape != own["pos_embed"].shape:
+            old_n = state["pos_embed"].shape[1] - 1
+            old = int(round(old_n**0.5))
+            state["pos_embed"] = resample_abs_pos_embed(
+                state["pos_embed"], new_size=list(self.grid), old_size=[old, old], num_prefix_tokens=1,
+                interpolation="bilinear", antialias=False,
+            )
+        last = f"blocks.{self.config.depth - 1}."
+        skip = [k for k in state if k.startswith("head.") or (k.startswith(last) and not load_last_block)]
+        for k in skip:
+            state.pop(k)
+        missing, unexpected = self.vit.load_state_dict(state, strict=False)
+        if unexpected:
+            raise KeyError(f"unexpected backbone keys: {unexpected[:8]}")
+        bad = [k for k in missing if not (k.startswith("head.") or k.startswith(last))]
+        if bad:
+            raise KeyError(f"backbone state is missing keys: {bad[:8]}")
+        return list(missing)
