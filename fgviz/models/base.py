@@ -101,6 +101,7 @@ class FineGrainedModel(nn.Module):
         self.config = config
         self.name = ""  # set by the loader: registry name or spec
         self.weights_kind = "random"  # "demo" | "hub" | "local" | "backbone" | "random"
+        self.provenance: dict[str, Any] = {}  # from config.json: dataset, recipe, command, metrics
 
     @property
     def preprocess(self) -> Preprocess:

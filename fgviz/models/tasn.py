@@ -30,7 +30,7 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
 from fgviz.models.base import BaseConfig, FineGrainedModel, check_int, softmax_np, to_numpy
-from fgviz.sampling import attention_sample, trilinear_attention
+from fgviz.sampling import attention_sample, structure_detail_maps, trilinear_attention
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
@@ -134,19 +134,14 @@ class TASN(FineGrainedModel):
     ) -> dict[str, torch.Tensor]:
         """Trilinear maps -> structure and detail maps at feature and at image resolution."""
         T = trilinear_attention(X.float(), gamma=gamma)  # (B, C, h, w), no gradient
-        structure = T.sum(dim=1)  # (B, h, w)
-        if detail_channel is None:
-            detail = structure  # test: all channels
-        else:
-            idx = torch.as_tensor(detail_channel, device=T.device).expand(T.shape[0])  # (B,)
-            detail = T[torch.arange(T.shape[0], device=T.device), idx]  # (B, h, w): one channel per image
-        up = lambda m: F.interpolate(m[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]  # noqa: E731
+        structure_full, detail_full = structure_detail_maps(T, detail_channel=detail_channel, size=size)  # (B, H, W)
+        _, detail = structure_detail_maps(T, detail_channel=detail_channel)  # (B, h, w) at feature resolution
         return {
             "trilinear": T,
-            "structure": structure,
-            "detail": detail,
-            "structure_full": up(structure) ** 2,  # squared after the resize, as the MXNet op
-            "detail_full": up(detail),
+            "structure": T.sum(dim=1),  # (B, h, w): before the resize and the squaring, for display
+            "detail": detail,  # (B, h, w)
+            "structure_full": structure_full,  # resized to the image, then squared (MXNet's order)
+            "detail_full": detail_full,
         }
 
     def _forward(self, x: torch.Tensor, *, dense: float | None = None, iters: int | None = None,
