@@ -1,0 +1,72 @@
+"""Visualisation: numpy/cv2 overlays (`overlay`), attention statistics (`stats`) and plotly figures (`figures`).
+
+This package reads `Explanation`s and numpy arrays only: it never imports torch or gradio. Images are RGB uint8
+in and RGB uint8 out.
+"""
+
+from __future__ import annotations
+
+from fgviz.viz.figures import attention_grid, curves, heatmap, image_figure, layer_stats, topk_bar
+from fgviz.viz.overlay import (
+    BOX_COLORS,
+    COLORMAPS,
+    DEFAULT_CMAP,
+    OKABE_ITO,
+    SAFE_COLORMAPS,
+    blend,
+    colormap,
+    colormap_lut,
+    draw_boxes,
+    draw_grid,
+    draw_mask_outline,
+    heat_overlay,
+    map_to_image,
+    normalize,
+    normalize_shared,
+    plotly_colorscale,
+    shared_range,
+    tile_maps,
+    token_coverage,
+    token_map_to_pixels,
+    token_mask_to_pixels,
+    upsample_map,
+    upscale,
+    upscale_factor,
+)
+from fgviz.viz.stats import attention_entropy, mean_attention_distance, token_centers
+
+__all__ = [
+    "BOX_COLORS",
+    "COLORMAPS",
+    "DEFAULT_CMAP",
+    "OKABE_ITO",
+    "SAFE_COLORMAPS",
+    "attention_entropy",
+    "attention_grid",
+    "blend",
+    "colormap",
+    "colormap_lut",
+    "curves",
+    "draw_boxes",
+    "draw_grid",
+    "draw_mask_outline",
+    "heat_overlay",
+    "heatmap",
+    "image_figure",
+    "layer_stats",
+    "map_to_image",
+    "mean_attention_distance",
+    "normalize",
+    "normalize_shared",
+    "plotly_colorscale",
+    "shared_range",
+    "tile_maps",
+    "token_centers",
+    "token_coverage",
+    "token_map_to_pixels",
+    "token_mask_to_pixels",
+    "topk_bar",
+    "upsample_map",
+    "upscale",
+    "upscale_factor",
+]

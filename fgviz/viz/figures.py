@@ -1,0 +1,340 @@
+"""Plotly figure builders. They read an `Explanation` or plain numpy arrays; no torch, no gradio.
+
+- RGB overlays are composed in numpy (`fgviz.viz.overlay`) and shown with `image_figure`, which ships them as a
+  compressed PNG data URI (`px.imshow(binary_string=True)`).
+- Token/CNN-resolution maps go to `heatmap` (a `go.Heatmap`), so hovering shows row, column and value.
+- The layer x head grid of raw attention (`attention_grid`) is ONE tiled RGB image (144 tiles for ViT-B), not a
+  12 x 12 plotly subplot grid: 144 heatmap subplots take seconds to build and to render in the browser. A
+  transparent L x H heatmap on top still gives "layer l, head h" hover per tile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import plotly.express as px
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from fgviz.viz.overlay import DEFAULT_CMAP, plotly_colorscale, tile_maps
+
+if TYPE_CHECKING:
+    from fgviz.explanation import Explanation
+
+_MARGIN = {"l": 10, "r": 10, "t": 40, "b": 10}
+MEAN_COLOR = "rgb(0,114,178)"  # Okabe-Ito blue
+HEAD_COLOR = "rgba(0,114,178,0.25)"
+DELETION_COLOR = "rgb(213,94,0)"  # Okabe-Ito vermillion
+INSERTION_COLOR = "rgb(0,158,115)"  # Okabe-Ito bluish green
+
+
+def topk_bar(
+    expl: Explanation | None,
+    k: int = 5,
+    probs: np.ndarray | None = None,
+    title: str | None = None,
+    labels: Sequence[str] | None = None,
+) -> go.Figure:
+    """Horizontal bar chart of the k most probable classes, highest on top, in percent.
+
+    Args:
+        expl: the explanation whose `labels` (and `probs`, unless `probs` is given) are shown; may be None when
+            `probs` and `labels` are both given.
+        k: number of bars.
+        probs: (C,) probabilities to show instead of `expl.probs` (e.g. one RAMS-Trans scale's `scale_probs[s]`).
+        title: figure title.
+        labels: (C,) class names when `expl` is None.
+
+    Returns:
+        A figure with one horizontal `go.Bar`; x axis 0..100 (%).
+    """
+    if expl is not None:
+        pairs = expl.topk(k, probs)
+    else:
+        if probs is None or labels is None:
+            raise ValueError("topk_bar needs an Explanation or both probs and labels")
+        p = np.asarray(probs, dtype=np.float64)
+        idx = np.argsort(-p, kind="stable")[: min(k, p.shape[0])]
+        pairs = [(labels[i], float(p[i])) for i in idx]
+    names = [n for n, _ in pairs]
+    pct = [100.0 * v for _, v in pairs]
+    fig = go.Figure(
+        go.Bar(
+            x=pct,
+            y=names,
+            orientation="h",
+            text=[f"{v:.1f}%" for v in pct],
+            textposition="auto",
+            marker_color=MEAN_COLOR,
+            hovertemplate="%{y}: %{x:.2f}%<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        margin=_MARGIN,
+        height=60 + 32 * max(1, len(names)),
+        xaxis={"range": [0, 100], "ticksuffix": "%", "title": "probability"},
+        # Categories are plotted bottom-up by default; reverse so the most probable class is on top.
+        yaxis={"autorange": "reversed", "type": "category"},
+    )
+    return fig
+
+
+def heatmap(
+    values: np.ndarray,
+    title: str | None = None,
+    cmap: str = DEFAULT_CMAP,
+    zmin: float | None = None,
+    zmax: float | None = None,
+    value_name: str = "value",
+) -> go.Figure:
+    """Interactive token/CNN-resolution map: one `go.Heatmap`, image aspect, y axis reversed like an image.
+
+    Args:
+        values: (gh, gw) map.
+        title: figure title.
+        cmap: one of `overlay.COLORMAPS` (the colorscale is sampled from the same LUT as the overlays).
+        zmin: value at the bottom of the colour scale (map minimum when None); pass a shared pair across panels.
+        zmax: value at the top of the colour scale.
+        value_name: word used for the value in the hover text.
+
+    Returns:
+        A figure whose hover reads "row r, col c, value v"; x range [-0.5, gw - 0.5], y range [gh - 0.5, -0.5].
+    """
+    z = np.asarray(values, dtype=np.float32)
+    if z.ndim != 2:
+        raise ValueError(f"values must be (gh, gw), got {z.shape}")
+    gh, gw = z.shape
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            colorscale=plotly_colorscale(cmap),
+            zmin=zmin,
+            zmax=zmax,
+            hovertemplate=f"row %{{y}}, col %{{x}}, {value_name} %{{z:.4g}}<extra></extra>",
+            colorbar={"thickness": 12},
+        )
+    )
+    fig.update_layout(
+        title=title,
+        margin=_MARGIN,
+        xaxis={"range": [-0.5, gw - 0.5], "constrain": "domain", "showgrid": False, "zeroline": False},
+        # Reversed range: row 0 on top like an image; scaleanchor keeps square token cells.
+        yaxis={
+            "range": [gh - 0.5, -0.5],
+            "scaleanchor": "x",
+            "scaleratio": 1,
+            "constrain": "domain",
+            "showgrid": False,
+            "zeroline": False,
+        },
+        plot_bgcolor="white",
+    )
+    return fig
+
+
+def image_figure(rgb: np.ndarray, title: str | None = None) -> go.Figure:
+    """Show an RGB uint8 image (an overlay composed in numpy) as a compressed PNG inside a plotly figure.
+
+    Args:
+        rgb: (H, W, 3) uint8 RGB.
+        title: figure title.
+
+    Returns:
+        A figure with one `go.Image` trace whose `source` is a PNG data URI; axes hidden, image aspect kept.
+    """
+    img = np.asarray(rgb)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"rgb must be (H, W, 3) uint8, got {img.shape} {img.dtype}")
+    fig = px.imshow(img, binary_string=True, binary_format="png")
+    fig.update_traces(hovertemplate="x %{x}, y %{y}<extra></extra>")
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(title=title, margin=_MARGIN)
+    return fig
+
+
+def _as_lh(a: np.ndarray | None, name: str) -> np.ndarray | None:
+    if a is None:
+        return None
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be (L,) or (L, H), got {a.shape}")
+    return a
+
+
+def layer_stats(
+    entropy: np.ndarray | None = None,
+    distance: np.ndarray | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Per-layer attention entropy and mean attention distance, side by side.
+
+    Args:
+        entropy: (L, H) per layer and head, or (L,) already averaged; e.g. from `stats.attention_entropy`.
+        distance: (L, H) or (L,) mean attention distance in pixels, from `stats.mean_attention_distance`.
+        title: figure title.
+
+    Returns:
+        A 1 x 2 subplot figure (entropy left, distance right; a missing input leaves its panel empty). With heads,
+        every head is a faint thin line (legend group "heads", one legend entry) and the head mean a bold line.
+        Layers are numbered from 1 on the x axis.
+    """
+    panels = [("entropy (nats)", _as_lh(entropy, "entropy")), ("mean distance (px)", _as_lh(distance, "distance"))]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[p[0] for p in panels], horizontal_spacing=0.12)
+    heads_in_legend = False
+    for col, (name, a) in enumerate(panels, start=1):
+        if a is None:
+            continue
+        L, H = a.shape
+        x = np.arange(1, L + 1)
+        if H > 1:
+            for h in range(H):
+                fig.add_trace(
+                    go.Scatter(
+                        x=x,
+                        y=a[:, h],
+                        mode="lines",
+                        line={"color": HEAD_COLOR, "width": 1},
+                        name="heads",
+                        legendgroup="heads",
+                        showlegend=not heads_in_legend,
+                        hovertemplate=f"layer %{{x}}, head {h + 1}: %{{y:.3g}}<extra></extra>",
+                    ),
+                    row=1,
+                    col=col,
+                )
+                heads_in_legend = True
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=a.mean(1),
+                mode="lines+markers",
+                line={"color": MEAN_COLOR, "width": 3},
+                name="head mean" if H > 1 else name,
+                legendgroup="mean",
+                showlegend=col == 1 or entropy is None,
+                hovertemplate="layer %{x}, mean: %{y:.3g}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        fig.update_xaxes(title_text="layer", range=[0.5, L + 0.5], dtick=1, row=1, col=col)
+        fig.update_yaxes(title_text=name, rangemode="tozero", row=1, col=col)
+    fig.update_layout(title=title, margin={**_MARGIN, "t": 60}, hovermode="closest")
+    return fig
+
+
+def _auc(y: np.ndarray) -> float:
+    """Area under a curve sampled at equally spaced fractions 0..1 (trapezoid rule)."""
+    if y.size < 2:
+        return float(y[0]) if y.size else 0.0
+    return float(((y[1:] + y[:-1]) / 2).sum() / (y.size - 1))
+
+
+def curves(
+    deletion: np.ndarray | None = None,
+    insertion: np.ndarray | None = None,
+    aucs: Mapping[str, float] | Sequence[float] | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Deletion / insertion curves (RISE-style) with their AUC in the legend.
+
+    Args:
+        deletion: (steps,) class probability after removing the top fraction `t` of pixels, t = linspace(0, 1).
+        insertion: (steps,) class probability after inserting the top fraction `t` of pixels.
+        aucs: {"deletion": a, "insertion": b} or (a, b); computed by the trapezoid rule over [0, 1] when None or
+            missing. Lower deletion AUC and higher insertion AUC are better.
+        title: figure title.
+
+    Returns:
+        A figure with one `go.Scatter` per given curve; x axis "fraction of pixels" in [0, 1], y in [0, 1] when
+        every value is a probability.
+    """
+    if aucs is None:
+        given: dict[str, float] = {}
+    elif isinstance(aucs, Mapping):
+        given = {str(k): float(v) for k, v in aucs.items()}
+    else:
+        given = dict(zip(("deletion", "insertion"), (float(v) for v in aucs), strict=False))
+    fig = go.Figure()
+    ys = []
+    for name, y, color in (("deletion", deletion, DELETION_COLOR), ("insertion", insertion, INSERTION_COLOR)):
+        if y is None:
+            continue
+        y = np.asarray(y, dtype=np.float64).ravel()
+        ys.append(y)
+        auc = given.get(name, _auc(y))
+        x = np.linspace(0.0, 1.0, y.size)
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=y,
+                mode="lines",
+                name=f"{name} (AUC {auc:.3f})",
+                line={"color": color, "width": 2},
+                hovertemplate=f"{name}: %{{x:.0%}} of pixels, p = %{{y:.3f}}<extra></extra>",
+            )
+        )
+    in_unit = all(((y >= 0) & (y <= 1)).all() for y in ys)
+    fig.update_layout(
+        title=title,
+        margin=_MARGIN,
+        xaxis={"title": "fraction of pixels", "range": [0, 1], "tickformat": ".0%"},
+        yaxis={"title": "class probability", **({"range": [0, 1.02]} if in_unit else {})},
+        legend={"x": 0.98, "xanchor": "right", "y": 0.98},
+    )
+    return fig
+
+
+def attention_grid(
+    maps: np.ndarray,
+    cmap: str = DEFAULT_CMAP,
+    norm: str = "shared",
+    tile: int = 48,
+    title: str | None = None,
+) -> go.Figure:
+    """Layer x head grid of raw attention maps as ONE tiled image, with per-tile hover.
+
+    Args:
+        maps: (L, H, gh, gw) e.g. each layer's and head's CLS row over the patches.
+        cmap: one of `overlay.COLORMAPS`.
+        norm: "shared" (one scale for all tiles) or "each" (each tile stretched to its own range).
+        tile: tile size in pixels.
+        title: figure title.
+
+    Returns:
+        A figure with a `go.Image` (the tiled RGB, labelled "L1.." rows and "h1.." columns) and an invisible
+        `go.Heatmap` over the tiles whose hover reads "layer l, head h, max v, entropy e".
+        Use `overlay.tile_maps` directly for the bare uint8 image.
+    """
+    m = np.asarray(maps, dtype=np.float32)
+    rgb, lay = tile_maps(m, cmap=cmap, norm=norm, tile=tile)
+    L, H = m.shape[:2]
+    fig = image_figure(rgb, title=title)
+    fig.update_traces(hoverinfo="skip", hovertemplate=None)
+    step_x, step_y = lay["tile_w"] + lay["gap"], lay["tile_h"] + lay["gap"]
+    flat = m.reshape(L, H, -1).astype(np.float64)
+    p = np.clip(flat, 0, None)
+    p = p / np.maximum(p.sum(-1, keepdims=True), 1e-12)
+    ent = -(p * np.log(np.where(p > 0, p, 1.0))).sum(-1)
+    layer, head = np.meshgrid(np.arange(1, L + 1), np.arange(1, H + 1), indexing="ij")
+    fig.add_trace(
+        go.Heatmap(
+            z=flat.max(-1),
+            x0=lay["left"] + (lay["tile_w"] - 1) / 2,
+            dx=step_x,
+            y0=lay["top"] + (lay["tile_h"] - 1) / 2,
+            dy=step_y,
+            customdata=np.stack([layer, head, ent], -1),
+            colorscale=[[0, "rgba(0,0,0,0)"], [1, "rgba(0,0,0,0)"]],
+            showscale=False,
+            hovertemplate="layer %{customdata[0]}, head %{customdata[1]}, max %{z:.3g}, "
+            "entropy %{customdata[2]:.2f}<extra></extra>",
+        )
+    )
+    return fig
