@@ -1,0 +1,131 @@
+"""Recompute every figure of a model card on freshly generated synthetic samples.
+
+    python -m fgviz.evaluate weights/transfg-birds-demo [--n 200] [--seed 424242] [--update-card]
+
+Held-out accuracy (a generator seed never used in training) and, per method, whether it looks at the deciding
+parts, each beside its chance value and beside the same figure for a weight-randomised copy (Adebayo et al.):
+- TransFG: part hit rate of the PSM tokens (share of selected token footprints touching the deciding-part mask);
+- RAMS-Trans: crop recall (share of deciding-part pixels inside the zoom box) and the crop's area share;
+- TASN: magnification of the deciding parts by the structure and detail sampling grids (1 = uniform resize);
+- ViT methods: energy pointing game of the last-layer rollout map (mass inside the deciding parts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fgviz import metrics
+from fgviz.data import synthetic
+from fgviz.explanation import Explanation, token_box
+from fgviz.hub import CONFIG_NAME, load_folder, model_card
+from fgviz.models import FineGrainedModel
+from fgviz.viz.overlay import token_map_to_pixels
+
+HELD_OUT_SEED = 424242  # never used by the training streams (they use the recipe seed and seed + 10000)
+
+
+def _domain(model: FineGrainedModel) -> str:
+    dataset = model.provenance.get("dataset", "")
+    if dataset.startswith("synth-"):
+        return dataset.removeprefix("synth-")
+    labels = set(model.labels)
+    for domain in synthetic.DOMAINS:
+        if labels == set(synthetic.class_names(domain)):
+            return domain
+    raise ValueError("model was not trained on fgviz synthetic data: its labels match no synthetic domain")
+
+
+def sample_metrics(expl: Explanation, part_mask: np.ndarray) -> dict[str, metrics.MetricResult]:
+    """Localisation figures of one explanation against the deciding-part mask (same pixel grid as expl.image)."""
+    out: dict[str, metrics.MetricResult] = {}
+    H, W = expl.size
+    if expl.rollout is not None:
+        pixel_map = token_map_to_pixels(expl.rollout[-1], expl.patch_size, expl.stride, (H, W))
+        out["rollout_energy_pointing"] = metrics.energy_pointing_game(pixel_map, part_mask)
+    if expl.method == "transfg":
+        gh, gw = expl.grid
+        candidates = np.array([token_box(i, (gh, gw), expl.patch_size, expl.stride, (H, W)) for i in range(gh * gw)])
+        out["psm_part_hit_rate"] = metrics.part_hit_rate(expl.part_boxes, part_mask, candidates=candidates)
+    elif expl.method == "rams_trans" and expl.crop_boxes is not None:
+        recall = metrics.crop_recall(expl.crop_boxes[0], part_mask)
+        out["crop_recall"] = recall
+        area = metrics.crop_area_share(expl.crop_boxes[0], (H, W))
+        out["crop_area_share"] = metrics.MetricResult(area, float("nan"))  # a size, not a score: no chance value
+    elif expl.method == "tasn":
+        for kind in ("structure", "detail"):
+            rows, cols = expl.sample_coords[kind]
+            out[f"{kind}_magnification"] = metrics.magnification(rows, cols, part_mask)
+    return out
+
+
+def evaluate(model: FineGrainedModel, *, n: int = 200, seed: int = HELD_OUT_SEED, randomized: bool = True,
+             batch_size: int = 32) -> dict[str, Any]:
+    """Accuracy and mean localisation figures over `n` held-out samples (and for a randomised copy)."""
+    domain = _domain(model)
+    H, W = model.config.img_size
+    samples = [synthetic.make_sample(domain, i, seed, (H, W)) for i in range(n)]
+    result: dict[str, Any] = {"domain": domain, "n": n, "seed": seed}
+    models = {"trained": model}
+    if randomized:
+        models["randomized"] = metrics.randomized_copy(model, seed=0)
+    for kind, m in models.items():
+        m.eval()
+        correct = 0
+        sums: dict[str, list[float]] = {}
+        for s in samples:
+            expl = m.explain(s.image)
+            correct += int(np.argmax(expl.probs) == s.label)
+            for name, r in sample_metrics(expl, s.part_mask).items():
+                sums.setdefault(name, []).append(r.value)
+                sums.setdefault(name + "/chance", []).append(r.chance)
+        figures = {"accuracy": {"value": round(correct / n, 4), "chance": round(1 / model.config.num_classes, 4)}}
+        for name in sorted(k for k in sums if not k.endswith("/chance")):
+            chance = float(np.mean(sums[name + "/chance"]))
+            figures[name] = {"value": round(float(np.mean(sums[name])), 4),
+                             "chance": None if np.isnan(chance) else round(chance, 4)}
+        result[kind] = figures
+    return result
+
+
+def card_metrics(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Flatten an `evaluate` result into the provenance `metrics` the model card prints."""
+    out = {}
+    for name, fig in result["trained"].items():
+        entry = dict(fig)
+        if "randomized" in result:
+            entry["randomized"] = result["randomized"][name]["value"]
+        out[name] = entry
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m fgviz.evaluate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("folders", nargs="+", help="model folders (config.json + model.safetensors)")
+    ap.add_argument("--n", type=int, default=200, help="held-out samples per model")
+    ap.add_argument("--seed", type=int, default=HELD_OUT_SEED)
+    ap.add_argument("--no-randomized", action="store_true", help="skip the weight-randomisation sanity check")
+    ap.add_argument("--update-card", action="store_true", help="write the figures into config.json and README.md")
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    for folder in map(Path, args.folders):
+        model = load_folder(folder)
+        result = evaluate(model, n=args.n, seed=args.seed, randomized=not args.no_randomized)
+        print(json.dumps({"model": str(folder), **result}, indent=2))
+        if args.update_card:
+            config = json.loads((folder / CONFIG_NAME).read_text())
+            prov = config.setdefault("provenance", {})
+            prov["metrics"] = card_metrics(result)
+            prov["evaluation"] = {"command": f"python -m fgviz.evaluate {folder} --n {args.n} --seed {args.seed}",
+                                  "n": args.n, "seed": args.seed, "domain": result["domain"]}
+            (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+            (folder / "README.md").write_text(model_card(config))
+
+
+if __name__ == "__main__":
+    main()
