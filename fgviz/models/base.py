@@ -43,6 +43,8 @@ class BaseConfig:
         self.img_size = tuple(int(s) for s in self.img_size)
         self.mean = tuple(float(m) for m in self.mean)
         self.std = tuple(float(s) for s in self.std)
+        if not isinstance(self.num_classes, int) or not 1 <= self.num_classes <= MAX_CLASSES:
+            raise ValueError(f"num_classes={self.num_classes!r} outside [1, {MAX_CLASSES}]")  # before making labels
         if not self.labels:
             self.labels = [f"class_{i}" for i in range(self.num_classes)]
         self.validate()
