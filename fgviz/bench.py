@@ -1,0 +1,253 @@
+"""Benchmarks: how much explaining costs over the bare model, at the papers' sizes, as machine-independent ratios.
+
+    python -m fgviz.bench                 # full mode: paper sizes, writes docs/benchmarks.md
+    python -m fgviz.bench --quick --out /tmp/bench.md   # CI mode: tiny sizes, 1 repeat, no time assertions
+
+Every figure is a median over repeats after a warm-up, with its spread (min-max); GPU timings synchronise the
+device. Ratios compare two things measured in the same process on the same inputs, so they hold across machines
+far better than seconds do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fgviz.attention import psm_select
+from fgviz.models import create_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Timing:
+    median: float
+    lo: float
+    hi: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"{fmt_s(self.median)} ({fmt_s(self.lo)}-{fmt_s(self.hi)}, n={self.n})"
+
+
+def fmt_s(s: float) -> str:
+    return f"{s * 1000:.1f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def timeit(fn: Callable[[], Any], repeats: int, warmup: int = 1, device: torch.device | None = None) -> Timing:
+    """Median wall time of `fn` after `warmup` calls; CUDA work is synchronised before each clock read."""
+    sync = (lambda: torch.cuda.synchronize(device)) if device is not None and device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return Timing(statistics.median(times), min(times), max(times), len(times))
+
+
+def random_attention(L: int, H: int, N: int, seed: int = 0) -> list[torch.Tensor]:
+    """L post-softmax-like attention tensors (1, H, N, N), rows summing to 1, built in place to bound memory."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(L):
+        a = torch.rand(1, H, N, N, generator=g)
+        a.div_(a.sum(-1, keepdim=True))
+        out.append(a)
+    return out
+
+
+def official_psm(attentions: list[torch.Tensor]) -> torch.Tensor:
+    """TransFG's Part_Attention as coded: full per-head products A_L ... A_1, then argmax of the CLS row."""
+    prod = attentions[0]
+    for a in attentions[1:]:
+        prod = torch.matmul(a, prod)  # (B, H, N, N): the N x N x N products the row vector avoids
+    return prod[:, :, 0, 1:].argmax(-1) + 1
+
+
+def bench_psm(N: int, L: int, H: int, repeats: int) -> dict[str, Any]:
+    attns = random_attention(L, H, N)
+    fast = timeit(lambda: psm_select(attns), repeats)
+    slow = timeit(lambda: official_psm(attns), max(1, repeats // 3), warmup=0)
+    same = bool(torch.equal(psm_select(attns), official_psm(attns)))
+    return {"fast": fast, "official": slow, "speedup": slow.median / fast.median, "same_indices": same,
+            "shape": f"{L} x (1, {H}, {N}, {N})"}
+
+
+def paper_models(quick: bool) -> dict[str, dict[str, Any]]:
+    if quick:
+        return {
+            "transfg": dict(num_classes=10, img_size=(64, 64), crop_pct=1.0, patch_size=16, stride=12, embed_dim=64,
+                            depth=4, num_heads=4),
+            "rams_trans": dict(num_classes=10, img_size=(64, 64), crop_pct=1.0, patch_size=16, embed_dim=64, depth=4,
+                               num_heads=4),
+            "tasn": dict(num_classes=10, img_size=(64, 64), crop_pct=1.0, att_size=32, out_size=32,
+                         att_layers=(1, 1, 1, 1), att_channels=(8, 8, 16, 16), backbone_block="basic",
+                         backbone_layers=(1, 1, 1, 1), backbone_channels=(8, 8, 16, 16)),
+        }
+    return {
+        "transfg": dict(num_classes=200),  # ViT-B/16, 448 px, stride 12: 1370 tokens
+        "rams_trans": dict(num_classes=200, img_size=(448, 448), patch_size=32),  # official code: B/32 at 448
+        "tasn": dict(num_classes=200),  # 512 -> attention net at 224 -> sampled 224, ResNet-18 + ResNet-50
+    }
+
+
+def bench_explain(method: str, cfg: dict[str, Any], repeats: int, device: torch.device) -> dict[str, Any]:
+    """explain(image) against the bare forward the explanation rests on, same input."""
+    torch.manual_seed(0)
+    model = create_model(method, **cfg).to(device).eval()
+    H, W = model.config.img_size
+    image = (np.random.default_rng(0).random((H, W, 3)) * 255).astype(np.uint8)
+    x, _ = model.preprocess(image)
+    x = x.to(device)
+    vit = getattr(model, "vit", None)
+
+    @torch.inference_mode()
+    def bare() -> None:
+        if method == "transfg":
+            vit.forward_features(x)  # plain fused ViT on the same 1370 tokens (all blocks)
+        elif method == "rams_trans":
+            for _ in range(model.config.num_scales):
+                vit.forward_features(x)  # one bare forward per scale
+        else:
+            model(x)  # attention net + sampler + backbone
+
+    explain = timeit(lambda: model.explain(image, **({"keep_attention": False} if vit is not None else {})),
+                     repeats, device=device)
+    plain = timeit(bare, repeats, device=device)
+    return {"explain": explain, "bare": plain, "ratio": explain.median / plain.median}
+
+
+def peak_rss_explain(quick: bool) -> float:
+    """Peak resident memory (GB) of a fresh process doing one paper-size TransFG explain on CPU."""
+    cfg = paper_models(quick)["transfg"]
+    code = (
+        "import json,resource,sys,numpy as np,torch;from fgviz.models import create_model;"
+        f"m=create_model('transfg',**json.loads('{json.dumps(cfg)}')).eval();"
+        "H,W=m.config.img_size;img=(np.random.default_rng(0).random((H,W,3))*255).astype(np.uint8);"
+        "m.explain(img);print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+    return int(out.stdout.strip().splitlines()[-1]) / 1024**2  # ru_maxrss is in kB on Linux
+
+
+def machine() -> dict[str, str]:
+    import timm
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "torch_threads": str(torch.get_num_threads()),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+            "python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+            "commit": commit.strip() or "unknown"}
+
+
+def run(quick: bool, repeats: int, device: torch.device) -> dict[str, Any]:
+    res: dict[str, Any] = {"machine": machine(), "quick": quick, "device": str(device)}
+    N = 50 if quick else 1370
+    res["psm"] = bench_psm(N, 11, 12 if not quick else 4, repeats)
+    res["explain"] = {m: bench_explain(m, cfg, repeats, device) for m, cfg in paper_models(quick).items()}
+    res["peak_rss_gb"] = peak_rss_explain(quick)
+    res["self_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    try:
+        from fgviz.bench_app import bench_app
+
+        res["app"] = bench_app(quick=quick, repeats=repeats)
+    except ImportError as e:  # the app benchmarks live beside the app
+        res["app"] = {"skipped": str(e)}
+    return res
+
+
+def render_markdown(res: dict[str, Any], command: str) -> str:
+    m = res["machine"]
+    p = res["psm"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Produced by `{command}` on commit {m['commit']} "
+        f"({'quick mode: tiny sizes, not representative' if res['quick'] else 'full mode, paper sizes'}).",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores (torch threads {m['torch_threads']}), GPU: {m['gpu']}; "
+        f"Python {m['python']}, torch {m['torch']}, timm {m['timm']}; device {res['device']}.",
+        "Times are medians over repeats after a warm-up, with (min-max, n).",
+        "",
+        "| figure | measured | target |",
+        "|---|---|---|",
+        f"| `psm_select` vs official full per-head products, {p['shape']}, same indices: {p['same_indices']} "
+        f"| {p['speedup']:.0f}x faster ({p['fast']} vs {p['official']}) | >= 100x |",
+    ]
+    names = {"transfg": "TransFG `explain` / bare ViT forward (same tokens)",
+             "rams_trans": "RAMS-Trans `explain` (2 scales) / two bare forwards",
+             "tasn": "TASN `explain` / bare forward (attention net + sampler + backbone)"}
+    for method, r in res["explain"].items():
+        lines.append(f"| {names[method]} | {r['ratio']:.2f} ({r['explain']} vs {r['bare']}) | <= 1.15 |")
+    lines.append(f"| peak resident memory, one paper-size TransFG explain on CPU (fresh process) "
+                 f"| {res['peak_rss_gb']:.2f} GB | <= 3 GB |")
+    app = res.get("app", {})
+    if "slider_ms" in app:
+        lines.append(f"| layer-slider re-render from the cache ({app['slider_model']}) | median {app['slider_ms']:.1f} ms "
+                     f"(p95 {app['slider_p95_ms']:.1f} ms) | median <= 50 ms |")
+    if "explain_e2e" in app:
+        e = app["explain_e2e"]
+        lines.append(f"| app `/explain` through gradio_client, demo models, 3 methods | median {fmt_s(e['median'])}, "
+                     f"p95 {fmt_s(e['p95'])}; {e['ratio']:.2f}x the sum of the three explains "
+                     f"({fmt_s(e['sum_explains'])}) | <= 1.5x |")
+    if "startup_s" in app:
+        lines.append(f"| `python app.py` start to first answer, offline, demo models | {app['startup_s']:.1f} s "
+                     "| <= 15 s |")
+    if "skipped" in app:
+        lines.append(f"| app figures | not measured: {app['skipped']} | |")
+    lines.append("| GPU: paper-size explains in half precision | no GPU on this machine | reported when available |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(prog="python -m fgviz.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, 1 repeat (CI); no timing assertions")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=None, help="markdown output (default docs/benchmarks.md in full mode)")
+    ap.add_argument("--json", default=None, help="also write the raw results as JSON")
+    args = ap.parse_args(argv)
+    repeats = args.repeats or (1 if args.quick else 5)
+    res = run(args.quick, repeats, torch.device(args.device))
+    command = "python -m fgviz.bench" + (" --quick" if args.quick else "") + (
+        f" --repeats {args.repeats}" if args.repeats else "")
+    out = Path(args.out) if args.out else (None if args.quick else ROOT / "docs" / "benchmarks.md")
+    text = render_markdown(res, command)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, default=lambda o: o.__dict__, indent=2))
+    print(text)
+    return res
+
+
+if __name__ == "__main__":
+    main()
