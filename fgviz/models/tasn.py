@@ -41,8 +41,10 @@ class TASNConfig(BaseConfig):
     crop_pct: float = 1.0
     att_size: int = 224  # attention-net input side
     out_size: int = 224  # side of the resampled images (336 for the 88.0 % model)
+    att_block: str = "basic"  # ResNet-18 in the paper; "bottleneck" lets backbone mode share a ResNet-50
     att_layers: tuple[int, ...] = (2, 2, 2, 2)  # ResNet-18
     att_channels: tuple[int, ...] = (64, 128, 256, 512)
+    att_head: str = "multi_dilation"  # "identity": no head (backbone mode on ImageNet features)
     backbone_block: str = "bottleneck"
     backbone_layers: tuple[int, ...] = (3, 4, 6, 3)  # ResNet-50
     backbone_channels: tuple[int, ...] = (64, 128, 256, 512)
@@ -64,8 +66,11 @@ class TASNConfig(BaseConfig):
                 raise ValueError(f"{name} needs 4 stages, got {values}")
             for v in values:
                 check_int(name, v, 1, 64 if "layers" in name else 2048)
-        if self.backbone_block not in BLOCKS:
-            raise ValueError(f"backbone_block must be one of {sorted(BLOCKS)}, got {self.backbone_block!r}")
+        for name in ("att_block", "backbone_block"):
+            if getattr(self, name) not in BLOCKS:
+                raise ValueError(f"{name} must be one of {sorted(BLOCKS)}, got {getattr(self, name)!r}")
+        if self.att_head not in ("multi_dilation", "identity"):
+            raise ValueError(f"att_head must be 'multi_dilation' or 'identity', got {self.att_head!r}")
         if not 1.0 <= self.dense <= 64.0:
             raise ValueError(f"dense={self.dense} outside [1, 64]")
 
@@ -90,12 +95,12 @@ class MultiDilation(nn.Module):
         return self._dilated(self.conv2, a1, (1, 2, 3))  # (B, C, h, w)
 
 
-def attention_resnet(layers: tuple[int, ...], channels: tuple[int, ...]) -> ResNet:
-    """ResNet (basic blocks) with stage strides 1, 1, 2, 1: output stride 8 (224 -> 28), as TASN's attention net."""
-    net = ResNet(BasicBlock, layers, channels=channels, num_classes=0, global_pool="")
+def attention_resnet(layers: tuple[int, ...], channels: tuple[int, ...], block: str = "basic") -> ResNet:
+    """ResNet with stage strides 1, 1, 2, 1: output stride 8 (224 -> 28), as TASN's attention net."""
+    net = ResNet(BLOCKS[block], layers, channels=channels, num_classes=0, global_pool="")
     for stage in (net.layer2, net.layer4):
         first = stage[0]
-        first.conv1.stride = (1, 1)
+        (first.conv2 if block == "bottleneck" else first.conv1).stride = (1, 1)  # where each block strides
         if first.downsample is not None:
             first.downsample[0].stride = (1, 1)
     return net
@@ -108,9 +113,9 @@ class TASN(FineGrainedModel):
     def __init__(self, config: TASNConfig) -> None:
         super().__init__(config)
         c = config
-        self.att_net = attention_resnet(c.att_layers, c.att_channels)
-        C = c.att_channels[-1]
-        self.att_head = MultiDilation(C)
+        self.att_net = attention_resnet(c.att_layers, c.att_channels, c.att_block)
+        C = self.att_net.num_features
+        self.att_head = MultiDilation(C) if c.att_head == "multi_dilation" else nn.Identity()
         self.att_bn = nn.BatchNorm2d(C)
         self.att_fc = nn.Linear(C, c.num_classes)
         self.backbone = ResNet(
@@ -173,7 +178,7 @@ class TASN(FineGrainedModel):
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """att CE + 0.5 x (part, master, part_aux, master_aux CE) + distillation (T = 10, teacher not detached)."""
-        C = self.config.att_channels[-1]
+        C = self.att_net.num_features
         channel = torch.randint(0, C, (x.shape[0],), device=x.device)  # training: one random channel per image
         out = self._forward(x, detail_channel=channel)
         T = self.config.distill_temperature
@@ -200,7 +205,7 @@ class TASN(FineGrainedModel):
             raise TypeError(f"TASN.explain got unknown parameters {sorted(params)}")
         c = self.config
         if detail_channel is not None:
-            check_int("detail_channel", detail_channel, 0, c.att_channels[-1] - 1)
+            check_int("detail_channel", detail_channel, 0, self.att_net.num_features - 1)
         out = self._forward(
             x, dense=dense, iters=iters, out_size=out_size, detail_channel=detail_channel, gamma=gamma
         )

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from timm.layers import PatchEmbed, resample_abs_pos_embed
+from timm.layers import PatchEmbed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -204,19 +204,16 @@ class TransFG(FineGrainedModel):
     def load_backbone_state_dict(self, state: dict[str, torch.Tensor], *, load_last_block: bool = False) -> list[str]:
         """Initialise from a plain timm ViT state dict (e.g. ImageNet-21k ViT-B/16 at 224 px).
 
-        The position embedding is resampled bilinearly to this model's grid (official: scipy zoom order 1), the patch
-        conv is reused at the new stride. As in the official loader the last (part) block and the head stay random
-        unless `load_last_block`. Returns the keys that were not loaded.
+        The position embedding is resampled bilinearly (align_corners=True, == the official scipy zoom order 1) to
+        this model's grid, the patch conv is reused at the new stride. As in the official loader the last (part)
+        block and the head stay random unless `load_last_block`. Returns the keys that were not loaded.
         """
         own = self.vit.state_dict()
         state = dict(state)
         if "pos_embed" in state and state["pos_embed"].shape != own["pos_embed"].shape:
-            old_n = state["pos_embed"].shape[1] - 1
-            old = int(round(old_n**0.5))
-            state["pos_embed"] = resample_abs_pos_embed(
-                state["pos_embed"], new_size=list(self.grid), old_size=[old, old], num_prefix_tokens=1,
-                interpolation="bilinear", antialias=False,
-            )
+            from fgviz.convert import resample_pos_embed  # the one resampler (== scipy zoom order 1)
+
+            state["pos_embed"] = resample_pos_embed(state["pos_embed"], self.grid)
         last = f"blocks.{self.config.depth - 1}."
         skip = [k for k in state if k.startswith("head.") or (k.startswith(last) and not load_last_block)]
         for k in skip:
