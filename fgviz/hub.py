@@ -116,12 +116,17 @@ def model_card(config: dict[str, Any]) -> str:
             lines.append(f"- **{key}**: `{prov[key]}`" if key == "command" else f"- **{key}**: {prov[key]}")
     metrics = prov.get("metrics", {})
     if metrics:
-        lines += ["", "## Metrics", "", "| metric | value | chance |", "|---|---|---|"]
+        show = lambda v: "" if v is None else v  # noqa: E731
+        lines += ["", "## Metrics", "", "| metric | value | chance | randomised weights |", "|---|---|---|---|"]
         for name, m in metrics.items():
             if isinstance(m, dict):
-                lines.append(f"| {name} | {m.get('value')} | {m.get('chance', '')} |")
+                lines.append(f"| {name} | {m.get('value')} | {show(m.get('chance'))} | {show(m.get('randomized'))} |")
             else:
-                lines.append(f"| {name} | {m} | |")
+                lines.append(f"| {name} | {m} | | |")
+        evaluation = prov.get("evaluation")
+        if evaluation:
+            lines += ["", f"Recompute these figures with `{evaluation['command']}` ({evaluation['n']} freshly generated "
+                      f"{evaluation['domain']} samples, generator seed {evaluation['seed']}, never used in training)."]
     return "\n".join(lines) + "\n"
 
 
