@@ -210,7 +210,8 @@ def render_markdown(res: dict[str, Any], command: str) -> str:
                  f"| {res['peak_rss_gb']:.2f} GB | <= 3 GB |")
     app = res.get("app", {})
     if "slider_ms" in app:
-        lines.append(f"| layer-slider re-render from the cache ({app['slider_model']}) | median {app['slider_ms']:.1f} ms "
+        lines.append(f"| layer-slider re-render from the cache ({app['slider_model']}) "
+                     f"| median {app['slider_ms']:.1f} ms "
                      f"(p95 {app['slider_p95_ms']:.1f} ms) | median <= 50 ms |")
     if "explain_e2e" in app:
         e = app["explain_e2e"]

@@ -47,7 +47,8 @@ class AttentionRecord:
         if counts == {0} or len(counts) != 1:
             got = [len(per_block) for per_block in lists[0]]
             raise RuntimeError(
-                f"attention capture ({self.mode}) recorded {got} passes for the {self.num_blocks} blocks; expected the "
+                f"attention capture ({self.mode}) recorded {got} passes for the {self.num_blocks} blocks; expected "
+                "the "
                 "same non-zero count for every block. Did timm's Attention module change?"
             )
 
@@ -59,7 +60,10 @@ class AttentionRecord:
         """Per-block attention of one pass: the reduced records (mode "attn") or softmax(q k^T) (mode "qk")."""
         if self.mode == "attn":
             return [a[pass_index] for a in self.attn]
-        return [torch.softmax(q[pass_index] @ k[pass_index].transpose(-2, -1), dim=-1) for q, k in zip(self.q, self.k)]
+        return [
+            torch.softmax(q[pass_index] @ k[pass_index].transpose(-2, -1), dim=-1)
+            for q, k in zip(self.q, self.k, strict=True)
+        ]
 
 
 def _attention_module(block: nn.Module) -> nn.Module:
@@ -105,7 +109,9 @@ def record_attention(
                 record.k.append(ks)
                 scale = float(attn.scale)
                 # q_norm/k_norm see (B, H, N, d) right before the attention product.
-                handles.append(attn.q_norm.register_forward_hook(lambda m, i, o, qs=qs, s=scale: qs.append(keep(o) * s)))
+                handles.append(
+                    attn.q_norm.register_forward_hook(lambda m, i, o, qs=qs, s=scale: qs.append(keep(o) * s))
+                )
                 handles.append(attn.k_norm.register_forward_hook(lambda m, i, o, ks=ks: ks.append(keep(o))))
             else:
                 recs: list[torch.Tensor] = []
@@ -114,13 +120,15 @@ def record_attention(
                 fn = reduce or (lambda a: a)
                 # attn_drop's input is the post-softmax attention (B, H, N, N), before dropout.
                 handles.append(
-                    attn.attn_drop.register_forward_hook(lambda m, i, o, recs=recs: recs.append(fn(keep(i[0]))))
+                    attn.attn_drop.register_forward_hook(
+                        lambda m, i, o, recs=recs, fn=fn: recs.append(fn(keep(i[0])))
+                    )
                 )
         yield record
         record.check()
     finally:
         for h in handles:
             h.remove()
-        for attn, flag in zip(attns, saved_flags):
+        for attn, flag in zip(attns, saved_flags, strict=True):
             if flag is not None:
                 attn.fused_attn = flag

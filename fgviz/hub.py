@@ -125,7 +125,8 @@ def model_card(config: dict[str, Any]) -> str:
                 lines.append(f"| {name} | {m} | | |")
         evaluation = prov.get("evaluation")
         if evaluation:
-            lines += ["", f"Recompute these figures with `{evaluation['command']}` ({evaluation['n']} freshly generated "
+            lines += ["", f"Recompute these figures with `{evaluation['command']}` ({evaluation['n']} freshly "
+                      "generated "
                       f"{evaluation['domain']} samples, generator seed {evaluation['seed']}, never used in training)."]
     return "\n".join(lines) + "\n"
 

@@ -1,7 +1,7 @@
 """One training CLI for the three methods: single process or `torchrun`, CPU or GPU, synthetic or real data.
 
     python -m fgviz.train --method transfg --data synth-birds --preset demo --out weights/transfg-birds-demo
-    torchrun --nproc-per-node 2 -m fgviz.train --method tasn --data cub --data-dir CUB_200_2011 --preset paper --out runs/x
+    torchrun --nproc-per-node 2 -m fgviz.train --method tasn --data cub --data-dir CUB --preset paper --out runs/x
 
 Presets: `paper` follows docs/methods.md (TransFG/RAMS-Trans: SGD 0.9, lr 3e-2, warm-up 500 then cosine over 10k
 steps, grad clip 1, 448 px; TASN: SGD lr 0.1 momentum 0, x0.1 at 1/3 and 2/3 of training, 512 px sampled to 224);
@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from fgviz.hub import save_model
@@ -57,7 +56,7 @@ class Recipe:
     seed: int = 0
 
 
-VIT_DEMO = dict(img_size=(96, 96), crop_pct=1.0, embed_dim=128, depth=6, num_heads=4, drop_rate=0.0)
+VIT_DEMO = dict(img_size=(96, 96), crop_pct=1.0, embed_dim=128, depth=4, num_heads=4, drop_rate=0.0)
 PRESETS: dict[str, dict[str, Recipe]] = {
     "paper": {
         "transfg": Recipe(
@@ -76,18 +75,18 @@ PRESETS: dict[str, dict[str, Recipe]] = {
     },
     "demo": {
         "transfg": Recipe(
-            model=dict(VIT_DEMO, patch_size=8, stride=6), optimizer="adamw", lr=1e-3, weight_decay=0.05,
-            warmup_steps=100, steps=1500, batch_size=32, eval_every=250, eval_samples=512,
+            model=dict(VIT_DEMO, patch_size=8, stride=6), optimizer="adamw", lr=2e-3, weight_decay=0.05,
+            warmup_steps=100, steps=1000, batch_size=32, eval_every=250, eval_samples=512,
         ),
         "rams_trans": Recipe(
-            model=dict(VIT_DEMO, patch_size=8, num_scales=2), optimizer="adamw", lr=1e-3, weight_decay=0.05,
-            warmup_steps=100, steps=1500, batch_size=32, eval_every=250, eval_samples=512,
+            model=dict(VIT_DEMO, patch_size=8, num_scales=2), optimizer="adamw", lr=2e-3, weight_decay=0.05,
+            warmup_steps=100, steps=1000, batch_size=32, eval_every=250, eval_samples=512,
         ),
         "tasn": Recipe(
             model=dict(img_size=(128, 128), crop_pct=1.0, att_size=96, out_size=64, att_layers=(1, 1, 1, 1),
                        att_channels=(32, 48, 64, 96), backbone_block="basic", backbone_layers=(1, 1, 1, 1),
                        backbone_channels=(32, 64, 96, 128)),
-            optimizer="adamw", lr=2e-3, weight_decay=0.05, warmup_steps=100, steps=1500, batch_size=32,
+            optimizer="adamw", lr=2e-3, weight_decay=0.05, warmup_steps=100, steps=1000, batch_size=32,
             grad_clip=0.0, eval_every=250, eval_samples=512,
         ),
     },

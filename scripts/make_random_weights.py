@@ -14,10 +14,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fgviz.data import synthetic  # noqa: E402
-from fgviz.hub import ROOT, registry, save_model  # noqa: E402
-from fgviz.models import create_model  # noqa: E402
-from fgviz.train import PRESETS  # noqa: E402
+from fgviz.data import synthetic
+from fgviz.hub import ROOT, registry, save_model
+from fgviz.models import create_model
+from fgviz.train import PRESETS
 
 
 def main() -> None:

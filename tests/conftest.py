@@ -12,7 +12,9 @@ TINY_CONFIGS = {
     "transfg": dict(
         num_classes=5, img_size=(40, 52), crop_pct=1.0, patch_size=8, stride=6, embed_dim=32, depth=3, num_heads=4
     ),
-    "rams_trans": dict(num_classes=5, img_size=(48, 64), crop_pct=1.0, patch_size=8, embed_dim=32, depth=3, num_heads=4),
+    "rams_trans": dict(
+        num_classes=5, img_size=(48, 64), crop_pct=1.0, patch_size=8, embed_dim=32, depth=3, num_heads=4
+    ),
     "tasn": dict(
         num_classes=5,
         img_size=(64, 72),

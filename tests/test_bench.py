@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from fgviz.bench import bench_psm, main, official_psm, random_attention
 from fgviz.attention import psm_select
+from fgviz.bench import bench_psm, main, official_psm, random_attention
 
 
 def test_official_psm_reference_agrees_with_psm_select():

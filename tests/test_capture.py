@@ -47,7 +47,7 @@ def test_captured_forward_matches_fused(vit, mode):
     assert rec.num_passes == 1
     attns = rec.attentions()
     assert len(attns) == len(vit.blocks)
-    for got, ref in zip(attns, _eager_attentions(vit, x)):
+    for got, ref in zip(attns, _eager_attentions(vit, x), strict=True):
         assert got.shape == (2, 3, 17, 17)
         torch.testing.assert_close(got.double(), ref, atol=1e-5, rtol=1e-4)
 

@@ -85,7 +85,7 @@ def test_transfg_matches_naive_official_forward(test_image):
         np.testing.assert_allclose(expl.rollout[l].ravel(), joint[0, 1:].numpy(), rtol=1e-4, atol=1e-7)
     # Part boxes are the true 8-px footprints at stride 6.
     gh, gw = expl.grid
-    for t, box in zip(expl.part_tokens, expl.part_boxes):
+    for t, box in zip(expl.part_tokens, expl.part_boxes, strict=True):
         r, c = divmod(int(t) - 1, gw)
         assert tuple(box) == (6 * c, 6 * r, 6 * c + 8, 6 * r + 8)
 

@@ -141,7 +141,7 @@ class RAMSTrans(FineGrainedModel):
         """Crop each image's box (official pixel shift) from the normalised input and resize it back."""
         H, W = x.shape[-2:]
         crops, pixel_boxes = [], []
-        for img, box in zip(x, boxes.tolist()):
+        for img, box in zip(x, boxes.tolist(), strict=True):
             y0, x0, y1, x1 = grid_box_to_pixels(box, self.config.patch_size, (H, W))
             crop = img[:, y0 : y1 + 1, x0 : x1 + 1].unsqueeze(0)  # (1, 3, h, w)
             crops.append(F.interpolate(crop, size=(H, W), mode="bilinear", align_corners=True))
