@@ -131,7 +131,7 @@ class RAMSTrans(FineGrainedModel):
         """DPPM on one pass: rollout vector g, threshold mask, largest component and its grid box."""
         qs, ks = rec.qk()
         with torch.no_grad():
-            fused = [fused_attention_qk(q, k, "mean") for q, k in zip(qs, ks)]  # L x (B, N, N)
+            fused = [fused_attention_qk(q, k, "mean") for q, k in zip(qs, ks, strict=True)]  # L x (B, N, N)
             g = dppm_vector_from_fused(fused, num_prefix_tokens=self.num_prefix_tokens)  # (B, gh*gw) in (0, 1]
             mask = dppm_mask(g, self.grid, alpha=alpha)  # (B, gh, gw)
             component, boxes = largest_component_box(mask)  # (B, gh, gw), (B, 4) (r0, c0, r1, c1)
@@ -198,7 +198,7 @@ class RAMSTrans(FineGrainedModel):
                 fused = out["proposals"][s]["fused"]  # already computed by the DPPM
             else:
                 qs, ks = rec.qk()
-                fused = [fused_attention_qk(q, k, "mean") for q, k in zip(qs, ks)]  # L x (1, N, N)
+                fused = [fused_attention_qk(q, k, "mean") for q, k in zip(qs, ks, strict=True)]  # L x (1, N, N)
             rollouts.append(to_numpy(rollout_from_fused(fused, num_prefix_tokens=p)[0]).reshape(-1, gh, gw))
 
         # Map each crop back to `display` pixels: crop s spans rows y0..y1 of the scale-s input, which was itself

@@ -1,0 +1,126 @@
+"""Export: a ZIP with every figure as PNG and numbers.json, from the app's cache or from `python -m fgviz explain`."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fgviz import export, views
+from fgviz.__main__ import main as cli
+from fgviz.session import Explorer
+
+ROOT = Path(__file__).resolve().parents[1]
+BIRD = ROOT / "assets" / "birds_2.jpg"
+CAR = ROOT / "assets" / "cars_1.jpg"
+
+
+@pytest.fixture(scope="module")
+def expls():
+    ex = Explorer(device="cpu")
+    iid = ex.add_image(BIRD)
+    return {m: ex.get(ex.explain(iid, ex.default_spec(m, "birds"), m)) for m in ("transfg", "rams_trans", "tasn")}
+
+
+def test_figure_set_runs_no_model(expls) -> None:
+    calls: list[str] = []
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(lambda m, _: calls.append(type(m).__name__))
+    try:
+        images, captions, numbers = export.figure_set(expls, views.Style(cmap="cividis", norm="panel"), fusion="max",
+                                                      discard=0.2)
+    finally:
+        hook.remove()
+    assert calls == []
+    assert set(images) == set(captions)
+    for name, rgb in images.items():
+        assert name.endswith(".png")
+        assert rgb.dtype == np.uint8
+        assert rgb.ndim == 3
+        assert rgb.shape[2] == 3
+    for m in expls:
+        assert f"overview/{m}.png" in images
+        assert f"charts/{m}_top5.png" in images
+        assert any(n.startswith(f"internals/{m}/") for n in images)
+    L = expls["transfg"].num_layers
+    assert sum(n.startswith("layers/transfg/rollout_layer") for n in images) == L
+    assert np.asarray(numbers["transfg"]["layers"]["entropy"]).shape == (L, expls["transfg"].attn_q.shape[1])
+    assert numbers["transfg"]["layers"]["fusion"] == "max"
+
+
+def test_zip_holds_pngs_and_numbers(expls, tmp_path) -> None:
+    path = export.export_zip(tmp_path / "out.zip", expls, meta={"note": "test"},
+                             extra_numbers={"tasn": {"faithfulness": {"deletion_auc": 0.1}}})
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        doc = json.loads(z.read("numbers.json"))
+        pngs = [n for n in names if n.endswith(".png")]
+        assert len(pngs) == len(set(pngs)) == len(names) - 1
+        for n in pngs:
+            with Image.open(io.BytesIO(z.read(n))) as im:
+                assert im.format == "PNG"
+                assert im.mode == "RGB"
+    assert set(doc["figures"]) == set(pngs)
+    assert doc["note"] == "test"
+    assert doc["style"]["norm"] == "shared"
+    assert doc["methods"]["tasn"]["faithfulness"] == {"deletion_auc": 0.1}
+    for m, n in doc["methods"].items():
+        assert abs(sum(n["probs"]) - 1) < 1e-4, m
+        assert n["top5"][0][0] == n["prediction"]
+        H, W = n["image_size"]
+        for x0, y0, x1, y1 in n.get("part_boxes", []) + n.get("crop_boxes", []):
+            assert 0 <= x0 < x1 <= W
+            assert 0 <= y0 < y1 <= H
+
+
+def test_charts_are_drawn() -> None:
+    bars = export.bar_chart([("a long class name", 0.7), ("b", 0.2), ("c", 0.1)], "top-3")
+    assert bars.shape[1] == 640
+    assert bars.shape[0] > 3 * 26
+    assert (bars != 255).any()
+    x = np.linspace(0, 1, 9)
+    lines = export.line_chart({"deletion": (x, 1 - x), "insertion": (x, x)}, "curves", "fraction", "p")
+    assert lines.shape == (360, 640, 3)
+    assert export.slug("3. head 1: argmax -> token (2, 9)") == "3_head_1_argmax_token_2_9"
+
+
+def test_cli_writes_a_zip_per_image(tmp_path, capsys) -> None:
+    rc = cli(["explain", str(BIRD), str(CAR), "--out", str(tmp_path), "--device", "cpu", "--method", "transfg",
+              "--method", "tasn", "--cmap", "magma"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    for img in (BIRD, CAR):
+        path = tmp_path / f"{img.stem}.zip"
+        assert path.is_file()
+        assert f"-> {path}" in out
+        with zipfile.ZipFile(path) as z:
+            doc = json.loads(z.read("numbers.json"))
+        assert set(doc["methods"]) == {"transfg", "tasn"}
+        assert doc["style"]["cmap"] == "magma"
+    assert doc["domain"] == "cars"  # read from the example's generator tag
+    assert doc["methods"]["tasn"]["model"] == "tasn-cars-demo"
+
+
+def test_cli_folder_output_explicit_model_and_errors(tmp_path, capsys, monkeypatch) -> None:
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    rc = cli(["explain", str(BIRD), str(bad), "--model", "weights/rams_trans-cars-demo", "--out", str(tmp_path / "o"),
+              "--no-zip", "--device", "cpu"])
+    assert rc == 2  # one image was unreadable; the other was still written
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err
+    assert "corrupt" in err or "not an image" in err
+    folder = tmp_path / "o" / BIRD.stem
+    doc = json.loads((folder / "numbers.json").read_text())
+    assert set(doc["methods"]) == {"rams_trans"}
+    assert doc["methods"]["rams_trans"]["model"] == "weights/rams_trans-cars-demo"
+    assert all((folder / name).is_file() for name in doc["figures"])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a Hub spec fails fast and clearly when offline
+    assert cli(["explain", str(BIRD), "--model", "no-such/model-xyz@main", "--out", str(tmp_path), "--device",
+                "cpu", "--method", "tasn"]) == 2
+    assert "no-such/model-xyz" in capsys.readouterr().err
