@@ -80,7 +80,7 @@ PRESETS: dict[str, dict[str, Recipe]] = {
         ),
         "rams_trans": Recipe(
             model=dict(VIT_DEMO, patch_size=8, num_scales=2), optimizer="adamw", lr=2e-3, weight_decay=0.05,
-            warmup_steps=100, steps=1000, batch_size=32, eval_every=250, eval_samples=512,
+            warmup_steps=60, steps=600, batch_size=32, eval_every=200, eval_samples=512,
         ),
         "tasn": Recipe(
             model=dict(img_size=(128, 128), crop_pct=1.0, att_size=96, out_size=64, att_layers=(1, 1, 1, 1),
