@@ -46,6 +46,7 @@ from fgviz.attention import (
     rollout_from_fused,
 )
 from fgviz.explanation import Explanation
+from fgviz.models.rams_trans import grid_box_to_pixels
 from fgviz.sampling import attention_sample, trilinear_attention
 from fgviz.viz import figures, overlay, stats
 from fgviz.viz.overlay import BOX_COLORS, OKABE_ITO, SAFE_COLORMAPS
@@ -714,11 +715,7 @@ def transfg_steps(e: Explanation, style: Style) -> list[Panel]:
 
 def rams_grid_box_to_pixels(box: Sequence[int], patch: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
     """Grid box (r0, c0, r1, c1) -> pixel box (x0, y0, x1, y1), exclusive, with the official one-pixel shift."""
-    r0, c0, r1, c1 = (int(v) for v in box)
-    H, W = size
-    y0, x0 = max(patch * r0 - 1, 0), max(patch * c0 - 1, 0)
-    y1, x1 = min(patch * r1 - 1, H - 1), min(patch * c1 - 1, W - 1)
-    y1, x1 = max(y1, y0 + 1), max(x1, x0 + 1)
+    y0, x0, y1, x1 = grid_box_to_pixels(tuple(int(v) for v in box), patch, size)  # inclusive rows/cols
     return x0, y0, x1 + 1, y1 + 1
 
 

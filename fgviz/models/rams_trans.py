@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from timm.models.vision_transformer import VisionTransformer
 
 from fgviz.attention import (
     dppm_mask,
@@ -37,6 +36,7 @@ from fgviz.attention import (
 )
 from fgviz.capture import AttentionRecord, record_attention
 from fgviz.models.base import MAX_DEPTH, MAX_WIDTH, BaseConfig, FineGrainedModel, check_int, softmax_np, to_numpy
+from fgviz.models.transfg import build_vit
 
 DEFAULT_ALPHAS = (1.2, 1.3)
 
@@ -93,22 +93,7 @@ class RAMSTrans(FineGrainedModel):
     def __init__(self, config: RAMSTransConfig) -> None:
         super().__init__(config)
         c = config
-        self.vit = VisionTransformer(
-            img_size=c.img_size,
-            patch_size=c.patch_size,
-            num_classes=c.num_classes,
-            embed_dim=c.embed_dim,
-            depth=c.depth,
-            num_heads=c.num_heads,
-            mlp_ratio=c.mlp_ratio,
-            qkv_bias=c.qkv_bias,
-            class_token=True,
-            reg_tokens=c.num_scales - 1,  # CLS_2..CLS_S
-            global_pool="token",
-            pos_drop_rate=c.drop_rate,
-            proj_drop_rate=c.drop_rate,
-            attn_drop_rate=c.attn_drop_rate,
-        )
+        self.vit = build_vit(c, reg_tokens=c.num_scales - 1)  # CLS_2..CLS_S as timm register tokens
         if c.num_scales > 1:
             with torch.no_grad():  # scale-wise CLS tokens start equal, as the official init copies one CLS
                 self.vit.reg_token.copy_(self.vit.cls_token.expand_as(self.vit.reg_token))

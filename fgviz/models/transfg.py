@@ -102,6 +102,26 @@ def contrastive_loss(features: torch.Tensor, labels: torch.Tensor, alpha: float 
     return (pos + neg) / (B * B)
 
 
+def build_vit(c: BaseConfig, **extra: Any) -> VisionTransformer:
+    """The timm ViT both ViT methods build on, from their config (pre-norm, exact GELU, LayerNorm eps 1e-6)."""
+    return VisionTransformer(
+        img_size=c.img_size,
+        patch_size=c.patch_size,
+        num_classes=c.num_classes,
+        embed_dim=c.embed_dim,
+        depth=c.depth,
+        num_heads=c.num_heads,
+        mlp_ratio=c.mlp_ratio,
+        qkv_bias=c.qkv_bias,
+        class_token=True,
+        global_pool="token",
+        pos_drop_rate=c.drop_rate,
+        proj_drop_rate=c.drop_rate,
+        attn_drop_rate=c.attn_drop_rate,
+        **extra,
+    )
+
+
 class TransFG(FineGrainedModel):
     method = "transfg"
     config_class = TransFGConfig
@@ -109,22 +129,7 @@ class TransFG(FineGrainedModel):
     def __init__(self, config: TransFGConfig) -> None:
         super().__init__(config)
         c = config
-        self.vit = VisionTransformer(
-            img_size=c.img_size,
-            patch_size=c.patch_size,
-            num_classes=c.num_classes,
-            embed_dim=c.embed_dim,
-            depth=c.depth,
-            num_heads=c.num_heads,
-            mlp_ratio=c.mlp_ratio,
-            qkv_bias=c.qkv_bias,
-            class_token=True,
-            global_pool="token",
-            pos_drop_rate=c.drop_rate,
-            proj_drop_rate=c.drop_rate,
-            attn_drop_rate=c.attn_drop_rate,
-            embed_layer=functools.partial(OverlapPatchEmbed, stride=c.stride),
-        )
+        self.vit = build_vit(c, embed_layer=functools.partial(OverlapPatchEmbed, stride=c.stride))
         assert tuple(self.vit.patch_embed.grid_size) == c.grid
 
     @property
