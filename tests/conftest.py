@@ -64,3 +64,25 @@ def test_image(rng):
     img += 0.8 * np.exp(-(((yy - 30) / 8.0) ** 2 + ((xx - 90) / 10.0) ** 2))[..., None]
     img += 0.05 * rng.standard_normal(img.shape)
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--full", action="store_true", default=False,
+                     help="robustness tests at full size (load, leak, fuzz; minutes); same as FGVIZ_FULL=1")
+
+
+def pytest_configure(config):
+    if config.getoption("--full", default=False):
+        import os
+
+        os.environ["FGVIZ_FULL"] = "1"  # read by the test modules at import (hypothesis settings, loop counts)
+
+
+@pytest.fixture(autouse=True)
+def _hub_offline_flag_follows_env(monkeypatch):
+    """huggingface_hub freezes HF_HUB_OFFLINE at import, fgviz reads it at each load (as `local_files_only`). CI exports
+    HF_HUB_OFFLINE=1, yet the loopback Hub tests must reach 127.0.0.1: keep the frozen flag off and let each test's
+    environment (monkeypatch.setenv) decide through fgviz."""
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)

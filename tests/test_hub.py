@@ -330,7 +330,7 @@ def test_bad_config_is_rejected_before_allocation(changes, message, tmp_path, al
     t0 = time.monotonic()
     with pytest.raises(WeightsError, match=message):
         hub.load(str(folder), device="cpu", cache=False)
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 15
     assert allocations == []
 
 
@@ -555,7 +555,7 @@ def test_hanging_hub_fails_within_the_timeout(hf_env, serve, repo_files, fast_fa
     with pytest.raises(WeightsError, match=rf"{REPO}: config\.json from repo '{REPO}' .* is not in the local cache "
                                            r"and the Hub could not be used: no answer within 1 s"):
         hub.load(REPO, device="cpu")
-    assert time.monotonic() - t0 < 4
+    assert time.monotonic() - t0 < 12
     assert len(server.requests(filename="config.json")) == 1  # no retry storm
 
 
@@ -565,7 +565,7 @@ def test_hanging_download_fails_after_bounded_retries(hf_env, serve, repo_files,
     t0 = time.monotonic()
     with pytest.raises(WeightsError, match=r"downloading model\.safetensors from .* failed: .*Timeout"):
         hub.load(REPO, device="cpu")
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 20  # unfixed: 23-65 s of retries
     assert 1 <= len(server.requests(method="GET", filename="model.safetensors")) <= 6
     assert len(fast_faults.sleeps) <= 5
 
@@ -578,7 +578,7 @@ def test_server_error_is_a_clear_error_quickly(filename, methods, hf_env, serve,
     t0 = time.monotonic()
     with pytest.raises(WeightsError, match=rf"{filename.replace('.', r'[.]')} .*HTTP 500"):
         hub.load(REPO, device="cpu")
-    assert time.monotonic() - t0 < 3
+    assert time.monotonic() - t0 < 10
     assert len(server.requests(filename=filename)) <= 3
 
 
@@ -591,7 +591,7 @@ def test_error_after_cache_falls_back_to_cached_copy(hf_env, serve, repo_files, 
         hub.clear_cache()
         t0 = time.monotonic()
         assert torch.equal(logits(hub.load(REPO, device="cpu")), logits(make_tiny("transfg", seed=0)))
-        assert time.monotonic() - t0 < 4
+        assert time.monotonic() - t0 < 12
 
 
 def test_truncated_download_leaves_no_corrupt_cache(hf_env, serve, repo_files, fast_faults, monkeypatch):
@@ -600,7 +600,7 @@ def test_truncated_download_leaves_no_corrupt_cache(hf_env, serve, repo_files, f
     t0 = time.monotonic()
     with pytest.raises(WeightsError, match=r"downloading model\.safetensors from .* failed"):
         hub.load(REPO, device="cpu")
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 20  # unfixed: 23-65 s of retries
     gets = server.requests(method="GET", filename="model.safetensors")
     assert 2 <= len(gets) <= 6  # retried (resuming with a Range header once a 10 MB chunk got through), bounded
     assert all(r.headers.get("range", "bytes=0-").startswith("bytes=") for r in gets)
@@ -627,4 +627,4 @@ def test_refused_connection_with_empty_cache(hf_env, serve, repo_files, fast_fau
     t0 = time.monotonic()
     with pytest.raises(WeightsError, match=r"is not in the local cache and the Hub could not be used: ConnectError"):
         hub.load(REPO, device="cpu")
-    assert time.monotonic() - t0 < 4
+    assert time.monotonic() - t0 < 12
