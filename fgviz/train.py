@@ -86,7 +86,7 @@ PRESETS: dict[str, dict[str, Recipe]] = {
             model=dict(img_size=(128, 128), crop_pct=1.0, att_size=96, out_size=64, att_layers=(1, 1, 1, 1),
                        att_channels=(32, 48, 64, 96), backbone_block="basic", backbone_layers=(1, 1, 1, 1),
                        backbone_channels=(32, 64, 96, 128)),
-            optimizer="adamw", lr=2e-3, weight_decay=0.05, warmup_steps=100, steps=1000, batch_size=32,
+            optimizer="adamw", lr=2e-3, weight_decay=0.05, warmup_steps=50, steps=500, batch_size=32,
             grad_clip=0.0, eval_every=250, eval_samples=512,
         ),
     },

@@ -9,11 +9,10 @@ methods=("${@:-transfg rams_trans tasn}")
 for method in ${methods[@]}; do
   for domain in birds cars; do
     out=weights/${method}-${domain}-demo
-    rm -rf "$out.tmp"
-    $PY -m fgviz.train --method "$method" --data "synth-$domain" --preset demo --out "$out.tmp" --half --quiet
-    mkdir -p docs/training && mv "$out.tmp/metrics.jsonl" "docs/training/${method}-${domain}.jsonl"
-    rm -f "$out.tmp/checkpoint.pt"
-    rm -rf "$out" && mv "$out.tmp" "$out"
+    rm -rf "$out"
+    $PY -m fgviz.train --method "$method" --data "synth-$domain" --preset demo --out "$out" --half --quiet
+    mkdir -p docs/training && mv "$out/metrics.jsonl" "docs/training/${method}-${domain}.jsonl"
+    rm -f "$out/checkpoint.pt"
     $PY -m fgviz.evaluate "$out" --n 200 --update-card > "docs/training/${method}-${domain}-eval.json"
   done
 done
