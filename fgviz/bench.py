@@ -132,7 +132,17 @@ def bench_explain(method: str, cfg: dict[str, Any], repeats: int, device: torch.
     explain = timeit(lambda: model.explain(image, **({"keep_attention": False} if vit is not None else {})),
                      repeats, device=device)
     plain = timeit(bare, repeats, device=device)
-    return {"explain": explain, "bare": plain, "ratio": explain.median / plain.median}
+    out = {"explain": explain, "bare": plain, "ratio": explain.median / plain.median}
+    if method == "transfg":  # where the time goes: PSM-only forward, + fused attention of every layer, + rollout
+        from fgviz.attention import rollout_from_fused
+
+        with torch.inference_mode():
+            psm_only = timeit(lambda: model._forward(x), repeats, device=device)
+            with_fused = timeit(lambda: model._forward(x, with_fused=True), repeats, device=device)
+            fused = model._forward(x, with_fused=True)["fused"]
+            roll = timeit(lambda: rollout_from_fused(fused), repeats, device=device)
+        out["breakdown"] = {"forward_with_psm": psm_only, "forward_psm_and_fused": with_fused, "rollout": roll}
+    return out
 
 
 def peak_rss_explain(quick: bool) -> float:
@@ -243,6 +253,7 @@ def render_markdown(res: dict[str, Any], command: str) -> str:
              "tasn": "TASN `explain` / bare forward (attention net + sampler + backbone)"}
     for method, r in res["explain"].items():
         lines.append(f"| {names[method]} | {r['ratio']:.2f} ({r['explain']} vs {r['bare']}) | <= 1.15 |")
+    b = res["explain"].get("transfg", {}).get("breakdown")
     lines.append(f"| peak resident memory, one paper-size TransFG explain on CPU (fresh process) "
                  f"| {res['peak_rss_gb']:.2f} GB | <= 3 GB |")
     app = res.get("app", {})
@@ -261,6 +272,21 @@ def render_markdown(res: dict[str, Any], command: str) -> str:
     if "skipped" in app:
         lines.append(f"| app figures | not measured: {app['skipped']} | |")
     lines.append("| GPU: paper-size explains in half precision | no GPU on this machine | reported when available |")
+    if b:
+        bare = res["explain"]["transfg"]["bare"].median
+        lines += [
+            "",
+            "Where TransFG's explain time goes (same input, medians; ratios to the bare fused forward):",
+            "",
+            "| step | time | / bare forward |",
+            "|---|---|---|",
+            f"| forward with q/k capture and the PSM row vector (what training runs) | {b['forward_with_psm']} "
+            f"| {b['forward_with_psm'].median / bare:.2f} |",
+            f"| + head-mean attention of every layer (one softmax per layer, row blocks) "
+            f"| {b['forward_psm_and_fused']} | {b['forward_psm_and_fused'].median / bare:.2f} |",
+            f"| rollout of all layers from the fused matrices (row vectors) | {b['rollout']} "
+            f"| {b['rollout'].median / bare:.2f} |",
+        ]
     return "\n".join(lines) + "\n"
 
 
