@@ -26,7 +26,7 @@ from fgviz import views
 from fgviz.attention import HEAD_FUSIONS
 from fgviz.export import export_zip
 from fgviz.hub import WeightsError
-from fgviz.imageio import ImageError
+from fgviz.imageio import MAX_BYTES, ImageError
 from fgviz.session import AUTO, DOMAINS, ExpiredError, Explorer, env_specs, resolve_device
 from fgviz.viz.overlay import COLORMAPS
 
@@ -46,6 +46,9 @@ TITLES = views.METHOD_TITLES
 ALL_MAPS = list(dict.fromkeys(name for m in METHODS for name in views.map_choices(m)))
 EXPLORER = Explorer(device=os.environ.get("FGVIZ_DEVICE", "auto"), extra_specs=env_specs())
 CSS = ".fg-note {font-size: 0.9em} .fg-banner {border-left: 4px solid #E69F00; padding-left: 8px}"
+QUEUE_SIZE = 64  # events waiting at most (a class of 40, each click chaining a few fast view events); then "busy"
+CONCURRENCY = 2  # events running at once; the events that may run a model share one slot (see build)
+CACHE_CLEANUP = (1800, 3600)  # every 30 min, delete uploads and outputs older than 1 h from Gradio's cache
 
 
 # ---- model calls: the only functions that run a model (ZeroGPU runs them on the GPU, in a worker) --------------
@@ -99,17 +102,24 @@ def style(cmap: str, alpha: float, norm: str) -> views.Style:
     return views.Style(cmap=cmap, alpha=float(alpha), norm=norm)
 
 
-def explain_keys(image: Any, domain: str, specs: tuple[str, ...], progress: Any = None) -> dict[str, str]:
-    """Run (or fetch from the cache) the three methods on one image; returns method -> cache key."""
+def explain_keys(image: Any, domain: str, specs: tuple[str, ...], progress: Any = None) -> tuple[dict, dict]:
+    """Run (or fetch from the cache) the three methods on one image; returns (method -> cache key, method -> note).
+
+    A typed model spec that cannot be used falls back to the domain's registry model; the note says why (shown as
+    a warning and returned in the numbers)."""
     if image is None:
         raise gr.Error("Upload a bird or a car, or pick an example, first.")
     iid = EXPLORER.add_image(image)
-    keys = {}
+    keys, notes = {}, {}
     for i, (method, spec) in enumerate(zip(METHODS, specs, strict=True)):
         if progress is not None:
             progress((i, len(METHODS)), desc=f"{TITLES[method]}: explaining")
-        keys[method] = EXPLORER.explain(iid, EXPLORER.resolve(spec, method, domain), method, compute=gpu_explain)
-    return keys
+        spec, note = EXPLORER.resolve_or_default(spec, method, domain)
+        if note:
+            notes[method] = note
+            gr.Warning(note, duration=20)
+        keys[method] = EXPLORER.explain(iid, spec, method, compute=gpu_explain)
+    return keys, notes
 
 
 def current(keys: dict | None, image: Any, domain: str, specs: tuple[str, ...]) -> dict[str, str]:
@@ -121,7 +131,7 @@ def current(keys: dict | None, image: Any, domain: str, specs: tuple[str, ...]) 
             return keys
         except ExpiredError:
             pass
-    return explain_keys(image, domain, specs)
+    return explain_keys(image, domain, specs)[0]
 
 
 def expls(keys: dict) -> dict[str, Any]:
@@ -133,10 +143,10 @@ def expls(keys: dict) -> dict[str, Any]:
 def explain(image: Any, domain: str, transfg_model: str, rams_trans_model: str, tasn_model: str, cmap: str,
             alpha: float, norm: str, progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008
     """Runs a model (once per image and model). Returns the three signature views, their numbers and the keys."""
-    keys = explain_keys(image, domain, (transfg_model, rams_trans_model, tasn_model), progress)
+    keys, notes = explain_keys(image, domain, (transfg_model, rams_trans_model, tasn_model), progress)
     ov = views.overview(expls(keys), style(cmap, alpha, norm))
-    numbers = {m: {**views.summary(EXPLORER.get(k)), "overview_size": list(ov[m].main.shape[:2])}
-               for m, k in keys.items()}
+    numbers = {m: {**views.summary(EXPLORER.get(k)), "overview_size": list(ov[m].main.shape[:2]),
+                   **({"fallback": notes[m]} if m in notes else {})} for m, k in keys.items()}
     return ov["transfg"].main, ov["rams_trans"].main, ov["tasn"].main, numbers, keys
 
 
@@ -379,7 +389,7 @@ def examples() -> list[list[str]]:
 
 def build(explorer: Explorer = EXPLORER) -> gr.Blocks:
     notes = views.notes()
-    with gr.Blocks(title="fgviz: fine-grained attention explorer") as demo:
+    with gr.Blocks(title="fgviz: fine-grained attention explorer", delete_cache=CACHE_CLEANUP) as demo:
         keys = gr.State({})
         patch = gr.State(None)
         gr.Markdown("# fgviz: what do fine-grained recognisers look at?\n" + notes.get("intro", ""))
@@ -573,11 +583,19 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def launch(app: gr.Blocks, *, host: str | None = None, port: int | None = None, share: bool = False,
-           **kwargs: Any) -> Any:
-    """Queue with limits (a full queue tells users to retry) and launch with the theme and CSS (Gradio 6)."""
-    app.queue(default_concurrency_limit=2, max_size=int(os.environ.get("FGVIZ_QUEUE_SIZE", "24")))
+           queue_size: int | None = None, **kwargs: Any) -> Any:
+    """Queue with limits and launch with the theme and CSS (Gradio 6).
+
+    At most QUEUE_SIZE events wait (default 64, $FGVIZ_QUEUE_SIZE): beyond that Gradio answers 503 and the page
+    says "This application is currently busy. Please try again." (gradio_client raises QueueError "Queue is full!
+    Please try again."). CONCURRENCY events run at once, and the events that run a model share one slot. Uploads
+    over imageio.MAX_BYTES are refused by Gradio before they reach a handler. No allowed_paths: Gradio serves only
+    its own cache (uploads, outputs, the examples it copied there), never the app's folder or weights/.
+    """
+    size = queue_size if queue_size is not None else int(os.environ.get("FGVIZ_QUEUE_SIZE", QUEUE_SIZE))
+    app.queue(default_concurrency_limit=CONCURRENCY, max_size=size)
     return app.launch(server_name=host, server_port=port, share=share, theme=gr.themes.Soft(), css=CSS,
-                      max_file_size="20mb", footer_links=["api", "gradio"], **kwargs)
+                      max_file_size=MAX_BYTES, footer_links=["api", "gradio"], **kwargs)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,24 @@
 """Decoding user images: the ONE place where uploads, examples and CLI inputs become RGB pixels.
 
-`decode_image` accepts bytes, a path, a file object, a PIL image or a numpy array and returns an RGB PIL image, or
-raises `ImageError` with a message meant for the person who gave the file (not a traceback): what is wrong and
-what would work. It handles
+`decode_image` accepts bytes, a path, a file object, a PIL image or a numpy array and returns an upright RGB PIL
+image, or raises `ImageError` with a message meant for the person who gave the file (not a traceback): what is
+wrong and what would work. It handles
 
-- things that are not images, empty files, truncated or corrupt files;
-- decompression bombs (the pixel count is checked from the header, before any pixel is decoded) and size limits
-  (bytes, pixels, smallest side);
+- things that are not images, empty files, truncated or corrupt files, and known formats fgviz does not read
+  (HEIC, AVIF, TIFF, SVG, PDF, PSD...: "unsupported format");
+- limits, all checked from the header before any pixel is decoded: file size (`MAX_BYTES`), pixel count
+  (`MAX_PIXELS`, the decompression-bomb guard), smallest side (`MIN_SIDE`) and aspect ratio (`MAX_ASPECT`);
+  larger images are then downscaled once to `MAX_SIDE` (big JPEGs are decoded at a reduced DCT scale, so a
+  48 MP phone photo never takes 48 MP of memory);
 - modes: 16-bit and 32-bit grayscale (scaled, not clipped), float, CMYK, YCbCr/LAB/HSV, palette, 1-bit, and every
   mode with transparency (composited on white, so a transparent background does not turn black);
 - EXIF orientation (applied, so a phone photo is upright) and animated GIF/WebP/APNG (the first frame).
+
+Only the readers of `FORMATS` ever parse an upload: Pillow's others (TIFF through libtiff, EPS through Ghostscript,
+...) never see one. The guards do not depend on Pillow's global settings: the pixel limit is fgviz's own check
+made from the header, so it holds when other code sets `PIL.Image.MAX_IMAGE_PIXELS = None`, and no warning filter
+is touched (`warnings.catch_warnings` is process-global and not thread-safe in a server). fgviz never sets
+`PIL.ImageFile.LOAD_TRUNCATED_IMAGES`, which would turn a truncated file into a half-grey image.
 
 Images from the synthetic generator carry their generator arguments (a PNG text chunk or a JPEG comment named
 `SYNTHETIC_KEY`); `synthetic_params` reads them back so the app can regenerate the ground truth.
@@ -20,29 +29,47 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
-import warnings
+import struct
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
-MAX_BYTES = 20 * 1024 * 1024  # a 20 MB file is plenty for a photo
-MAX_PIXELS = 40_000_000  # 40 MP: refuse decompression bombs from the header, before decoding
+MAX_BYTES = 20 * 1024 * 1024  # 20 MB per file (the app's Gradio upload limit is the same number)
+MAX_PIXELS = 50_000_000  # 50 MP from the header: 48/50 MP phone photos pass, a bomb is refused before decoding
 MIN_SIDE = 16  # smaller images have no detail left for any model here
+MAX_ASPECT = 10.0  # longer side / shorter side; models squash the image to their (near-square) input
 MAX_SIDE = 2048  # larger images are downscaled once here (every model input is far smaller)
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")  # the only Pillow readers an upload reaches (JPEG covers MPO)
+SUPPORTED = "PNG, JPEG, WebP, GIF or BMP"
 SYNTHETIC_KEY = "fgviz_synthetic"
+
+# Errors Pillow's readers raise on malformed data; the fuzz test (tests/test_imageio.py) checks that no other escapes.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error,
+                  ZeroDivisionError, OverflowError)
+_BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 
 class ImageError(ValueError):
     """The input is not an image fgviz can use; the message says why, in words for the person who gave it."""
 
 
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f}".removesuffix(".0") + " MB"
+
+
+def _too_big(size: int | None, max_bytes: int) -> ImageError:
+    got = f" ({_mb(size)})" if size is not None else ""
+    return ImageError(f"the file is larger than the {_mb(max_bytes)} limit{got}: please upload a smaller image")
+
+
 def _read_limited(f: BinaryIO, max_bytes: int) -> bytes:
     data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise ImageError(f"file is larger than {max_bytes / 2**20:.0f} MB; please upload a smaller image")
+        raise _too_big(None, max_bytes)
     return data
 
 
@@ -50,19 +77,65 @@ def _to_bytes(src: Any, max_bytes: int) -> bytes:
     if isinstance(src, bytes | bytearray | memoryview):
         data = bytes(src)
         if len(data) > max_bytes:
-            raise ImageError(f"file is larger than {max_bytes / 2**20:.0f} MB; please upload a smaller image")
+            raise _too_big(len(data), max_bytes)
         return data
     if isinstance(src, str | os.PathLike):
         path = Path(src)
         if not path.is_file():
             raise ImageError(f"no such file: {path.name}")
-        if path.stat().st_size > max_bytes:
-            raise ImageError(f"{path.name} is larger than {max_bytes / 2**20:.0f} MB; please upload a smaller image")
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise _too_big(size, max_bytes)
         with path.open("rb") as f:
             return _read_limited(f, max_bytes)
     if hasattr(src, "read"):
         return _read_limited(src, max_bytes)
     raise ImageError(f"cannot read an image from a {type(src).__name__}")
+
+
+# Magic numbers: the supported formats (to tell "corrupt PNG" from "not an image") and common formats fgviz does
+# not read (to say "unsupported format: HEIC" rather than "not an image").
+_ISO_BRANDS = {b"heic": "HEIC/HEIF", b"heix": "HEIC/HEIF", b"hevc": "HEIC/HEIF", b"hevx": "HEIC/HEIF",
+               b"heim": "HEIC/HEIF", b"heis": "HEIC/HEIF", b"mif1": "HEIC/HEIF", b"msf1": "HEIC/HEIF",
+               b"avif": "AVIF", b"avis": "AVIF"}
+
+
+def sniff(data: bytes) -> str | None:
+    """The format the first bytes announce ("PNG", "JPEG", ... or an unsupported one such as "HEIC/HEIF"), or None.
+
+    Only a claim: the decoder still has to agree.
+    """
+    head = data[:64]
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head.startswith(b"BM") and int.from_bytes(head[14:18], "little") in (12, 16, 40, 52, 56, 64, 108, 124):
+        return "BMP"  # the DIB header size, so a text file that starts with "BM" is not called a broken BMP
+    if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
+        return "TIFF"  # also camera raw files (CR2, NEF, DNG)
+    if head[4:8] == b"ftyp":
+        return _ISO_BRANDS.get(head[8:12], "MP4/QuickTime video")
+    if head.startswith((b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51")):
+        return "JPEG 2000"
+    if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")):
+        return "JPEG XL"
+    if head.startswith(b"%PDF"):
+        return "PDF"
+    if head.startswith((b"%!PS", b"\xc5\xd0\xd3\xc6")):
+        return "PostScript/EPS"
+    if head.startswith(b"8BPS"):
+        return "Photoshop PSD"
+    if head.startswith((b"\x00\x00\x01\x00", b"\x00\x00\x02\x00")):
+        return "ICO"
+    text = data[:1024].lstrip().lower()
+    if text.startswith((b"<svg", b"<?xml")) and b"<svg" in text:
+        return "SVG"
+    return None
 
 
 def _from_array(arr: np.ndarray) -> Image.Image:
@@ -133,12 +206,84 @@ def _synthetic_tag(im: Image.Image) -> str | None:
     return None
 
 
+def _bomb(size: tuple[int, int] | None, max_pixels: int) -> ImageError:
+    what = f"is {size[0]}x{size[1]} px ({size[0] * size[1] / 1e6:.0f} MP)" if size else "declares a huge size"
+    return ImageError(f"the image {what}, more than the {max_pixels / 1e6:.0f} MP limit: refused before decoding "
+                      "(decompression bomb guard); please downscale it")
+
+
+def check_size(width: int, height: int, *, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE,
+               max_aspect: float = MAX_ASPECT) -> None:
+    """Raise ImageError when an image of this size is refused (pixel count, smallest side, aspect ratio)."""
+    if width * height > max_pixels:
+        raise _bomb((width, height), max_pixels)
+    if width < min_side or height < min_side:
+        raise ImageError(f"the image is {width}x{height} px; at least {min_side}x{min_side} px are needed")
+    ratio = max(width, height) / min(width, height)
+    if ratio > max_aspect:
+        raise ImageError(f"the image is {width}x{height} px, an aspect ratio of {ratio:.1f}:1; at most "
+                         f"{max_aspect:g}:1 is supported: please crop it around the bird or car")
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """Parse the header with the readers of FORMATS only; no pixel is decoded yet.
+
+    This is `PIL.Image.open` restricted to FORMATS, minus its decompression-bomb check, which reads the global
+    `Image.MAX_IMAGE_PIXELS` (and warns through the global warning filters): `check_size` is fgviz's own check.
+    """
+    kind = sniff(data)
+    if kind is not None and kind not in FORMATS:
+        raise ImageError(f"unsupported format: {kind}; please convert it to JPEG or PNG (fgviz reads {SUPPORTED})")
+    Image.init()  # registers Pillow's readers (once per process)
+    fp = io.BytesIO(data)
+    for fmt in FORMATS:
+        factory, accept = Image.OPEN[fmt]
+        ok = accept(data[:16]) if accept else True
+        if not ok or isinstance(ok, str):  # a string: "maybe, with a warning"; Image.open skips it too
+            continue
+        fp.seek(0)
+        try:
+            return factory(fp, "")
+        except _BOMB_ERRORS:  # a GIF frame larger than its screen, checked by Pillow during the header
+            raise _bomb(None, max_pixels) from None
+        except _DECODE_ERRORS:
+            if kind is None:  # a loose match (BMP only checks "BM"): not an image rather than a broken BMP
+                continue
+            raise _corrupt(kind) from None
+    if kind is None:
+        raise ImageError(f"this file is not an image (fgviz reads {SUPPORTED})")
+    raise _corrupt(kind)
+
+
+def _corrupt(kind: str | None) -> ImageError:
+    # Pillow's own reason ("unpack_from requires a buffer of at least 4 bytes...") helps no user: not shown.
+    return ImageError(f"the {kind or 'image'} file is truncated or corrupt and could not be decoded")
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        value = im.getexif().get(0x0112, 1)  # EXIF Orientation
+    except _DECODE_ERRORS:  # a broken EXIF block must not lose the image; orientation stays as stored
+        return 1
+    return value if isinstance(value, int) else 1
+
+
+def _downscale(im: Image.Image, max_side: int | None) -> Image.Image:
+    """Resize (Lanczos, aspect kept; alpha premultiplied by Pillow) so the longer side is at most max_side."""
+    if max_side is None or max(im.size) <= max_side:
+        return im
+    scale = max_side / max(im.size)
+    size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+    return im.resize(size, Image.LANCZOS, reducing_gap=3.0)
+
+
 def decode_image(
     src: bytes | str | os.PathLike | BinaryIO | Image.Image | np.ndarray,
     *,
     max_bytes: int = MAX_BYTES,
     max_pixels: int = MAX_PIXELS,
     min_side: int = MIN_SIDE,
+    max_aspect: float = MAX_ASPECT,
     max_side: int | None = MAX_SIDE,
 ) -> Image.Image:
     """Decode any supported input into an upright RGB PIL image.
@@ -148,6 +293,7 @@ def decode_image(
         max_bytes: refuse larger files.
         max_pixels: refuse images with more pixels (checked from the header, before decoding).
         min_side: refuse images whose smaller side is shorter.
+        max_aspect: refuse images whose longer side is more than this many times the shorter one.
         max_side: downscale (aspect kept, Lanczos) so the longer side is at most this; None keeps the size.
 
     Returns:
@@ -158,49 +304,40 @@ def decode_image(
     """
     if src is None:
         raise ImageError("no image given")
+    limits = {"max_pixels": max_pixels, "min_side": min_side, "max_aspect": max_aspect}
     if isinstance(src, np.ndarray):
+        if src.ndim >= 2:
+            check_size(int(src.shape[1]), int(src.shape[0]), **limits)
         im, tag = _from_array(src), None
     elif isinstance(src, Image.Image):
+        check_size(*src.size, **limits)
         im, tag = src, _synthetic_tag(src)
-        if im.width * im.height > max_pixels:
-            raise ImageError(f"image is {im.width}x{im.height} px, more than {max_pixels / 1e6:.0f} MP")
     else:
         data = _to_bytes(src, max_bytes)
         if not data:
             raise ImageError("the file is empty (0 bytes)")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                im = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            raise ImageError("this file is not an image (or a format fgviz cannot read: use PNG, JPEG, WebP, "
-                             "GIF, BMP or TIFF)") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageError(f"image declares more than {max_pixels / 1e6:.0f} MP (decompression bomb?); "
-                             "refusing to decode it") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            raise ImageError(f"the image could not be read (corrupt or truncated file): {e}") from None
-        if im.width * im.height > max_pixels:
-            raise ImageError(f"image is {im.width}x{im.height} px, more than {max_pixels / 1e6:.0f} MP "
-                             "(decompression bomb?); refusing to decode it")
+        im = _open(data, max_pixels)
+        kind = "JPEG" if im.format == "MPO" else im.format  # a multi-picture JPEG (some cameras) is a JPEG to users
+        check_size(*im.size, **limits)
         tag = _synthetic_tag(im)
+        if max_side is not None and im.format in ("JPEG", "MPO") and max(im.size) > 2 * max_side:
+            s = max_side / max(im.size)  # decode at 1/2, 1/4 or 1/8 scale, still at least max_side
+            im.draft(None, (math.ceil(im.width * s), math.ceil(im.height * s)))
         try:
-            if getattr(im, "n_frames", 1) > 1:
-                im.seek(0)  # animated GIF / WebP / APNG: the first frame
-            im.load()
-        except (OSError, SyntaxError, ValueError, EOFError, IndexError) as e:
-            raise ImageError(f"the image could not be decoded (truncated or corrupt file): {e}") from None
-    if im.width < min_side or im.height < min_side:
-        raise ImageError(f"image is {im.width}x{im.height} px; at least {min_side}x{min_side} px are needed")
-    with contextlib.suppress(Exception):  # a broken EXIF block must not lose the image; orientation stays as stored
-        im = ImageOps.exif_transpose(im) or im
+            im.load()  # the first frame of an animated GIF / WebP / APNG
+        except _BOMB_ERRORS:
+            raise _bomb(None, max_pixels) from None
+        except _DECODE_ERRORS:
+            raise _corrupt(kind) from None
+    if _orientation(im) in range(2, 9):
+        with contextlib.suppress(*_DECODE_ERRORS):  # a broken EXIF block keeps the image as stored
+            im = ImageOps.exif_transpose(im)
     try:
-        rgb = _to_rgb(im)
-    except (OSError, ValueError) as e:
-        raise ImageError(f"image mode {im.mode!r} could not be converted to RGB: {e}") from None
-    if max_side is not None and max(rgb.size) > max_side:
-        scale = max_side / max(rgb.size)
-        rgb = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.LANCZOS)
+        if max_side is not None and im.mode not in ("1", "P", "PA") and "transparency" not in im.info:
+            im = _downscale(im, max_side)  # first: a 48 MP RGBA or 16-bit PNG is never converted at full size
+        rgb = _downscale(_to_rgb(im), max_side)
+    except _DECODE_ERRORS:
+        raise ImageError(f"the image's color mode {im.mode!r} cannot be converted to RGB") from None
     if rgb is src:
         rgb = rgb.copy()
     rgb.info = {SYNTHETIC_KEY: tag} if tag else {}

@@ -7,7 +7,9 @@ change is derived from a cached explanation by `fgviz.views`, without a model. O
 passes, so tests and benchmarks can assert that a view did not run one.
 
 Security: model specs typed by a user go through `fgviz.hub.load(..., allowed_roots=...)`, so a local path outside
-the weights folders is refused; images go through `fgviz.imageio.decode_image` (size limits, clear errors).
+the weights folders is refused; images go through `fgviz.imageio.decode_image` (size limits, clear errors). A typed
+spec that cannot be used (refused, missing, a failing Hub) gives way to the registry model with a message
+(`resolve_or_default`), and the failure is remembered for FAILED_TTL_S so a hung Hub is not waited for again.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +37,7 @@ from fgviz.models import FineGrainedModel
 DOMAINS = ("birds", "cars")
 AUTO = "auto"  # the registry model of the chosen domain
 ENV_MODELS = "FGVIZ_MODELS"
+FAILED_TTL_S = 120.0  # a typed spec that failed to load is not retried for this long (a hung Hub costs one wait)
 
 
 class LRU:
@@ -141,6 +145,7 @@ class Explorer:
         self._expls = LRU(max_explanations)
         self._analyses = LRU(4)  # derived attention: up to ~200 MB each for a paper-size ViT
         self._derived = LRU(64)  # ground truth, randomised copies' explanations, metric results
+        self._failed = LRU(64)  # (spec, method) -> (time.monotonic(), reason) of typed specs that did not load
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
         self.forward_count = 0  # model forward passes run by this explorer (explain, metrics, sanity)
@@ -185,6 +190,32 @@ class Explorer:
         if "|" in spec or len(spec) > 300:
             raise hub.WeightsError(f"invalid model spec {spec[:80]!r}")
         return self.default_spec(method, domain) if spec in ("", AUTO) else spec
+
+    def resolve_or_default(self, spec: str | None, method: str, domain: str) -> tuple[str, str | None]:
+        """A spec whose model loads: `spec` itself, or the registry model of the domain when a typed spec cannot
+        be used (malformed, outside the weights folders, not on the Hub, a hung or failing Hub, a corrupt or
+        pickle-only repo, a model of another method). Returns (spec, None) or (default, a message saying why).
+
+        A failure is remembered for FAILED_TTL_S, so a Hub that hangs costs one bounded wait, not one per request.
+        When the default itself fails, the error is raised (there is nothing to fall back to).
+        """
+        default = self.default_spec(method, domain)
+        typed = (spec or "").strip()
+        if typed in ("", AUTO, default):
+            return default, None
+        failed = self._failed.get((typed, method))
+        if failed is not None and time.monotonic() - failed[0] < FAILED_TTL_S:
+            reason = failed[1]
+        else:
+            try:
+                self.model(self.resolve(typed, method, domain), method)
+                return typed, None
+            except (hub.WeightsError, KeyError, ValueError, OSError) as e:
+                reason = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+                self._failed.put((typed, method), (time.monotonic(), reason))
+        title = views.METHOD_TITLES.get(method, method)
+        return default, f"{title}: could not use the model {typed[:120]!r} ({reason}); showing the default " \
+                        f"model {default!r} instead."
 
     def spec_method(self, spec: str) -> str | None:
         """The method of a spec without loading weights: registry entries and local folders say it; None for Hub
@@ -261,7 +292,7 @@ class Explorer:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
         self.model(spec, method)  # load (and check the method) before taking the per-key lock
-        with self._lock(f"key|{key}"):
+        with self._lock(f"key|{hash(key) % 64}"):  # 64 striped locks: one per key would grow forever
             if self._expls.get(key) is None:
                 expl = (compute or self.compute)(self.image(iid), spec, method, params)
                 self.forward_count += 1
