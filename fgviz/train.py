@@ -135,7 +135,7 @@ class DatasetStream:
 
     def __init__(self, train, test, size: tuple[int, int], crop_pct: float, seed: int) -> None:
         self.train, self.test, self.size, self.crop_pct, self.seed = train, test, size, crop_pct, seed
-        self.labels = list(train.class_names)
+        self.labels = list(train.classes)
         self.num_classes = len(self.labels)
 
     def _load(self, ds, i: int, rng: np.random.Generator | None) -> np.ndarray:

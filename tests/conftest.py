@@ -80,9 +80,11 @@ def pytest_configure(config):
 
 @pytest.fixture(autouse=True)
 def _hub_offline_flag_follows_env(monkeypatch):
-    """huggingface_hub freezes HF_HUB_OFFLINE at import, fgviz reads it at each load (as `local_files_only`). CI exports
-    HF_HUB_OFFLINE=1, yet the loopback Hub tests must reach 127.0.0.1: keep the frozen flag off and let each test's
-    environment (monkeypatch.setenv) decide through fgviz."""
+    """huggingface_hub freezes HF_HUB_OFFLINE at import, fgviz reads it at each load (as `local_files_only`).
+
+    CI exports HF_HUB_OFFLINE=1, yet the loopback Hub tests must reach 127.0.0.1: keep the frozen flag off and let
+    each test's environment (monkeypatch.setenv) decide through fgviz.
+    """
     import huggingface_hub.constants as hf_constants
 
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)

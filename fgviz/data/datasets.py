@@ -43,6 +43,15 @@ def _check_split(split: str, allowed: tuple[str, ...] = SPLITS) -> None:
         raise ValueError(f"unknown split {split!r}; expected one of {allowed}")
 
 
+def _transformed(ds: Any, image: Any, target: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Apply a dataset's `transform` and `target_transform` (torchvision's convention)."""
+    if ds.transform is not None:
+        image = ds.transform(image)
+    if ds.target_transform is not None:
+        target = ds.target_transform(target)
+    return image, target
+
+
 class _Base(Dataset):
     """Shared __getitem__: load, convert, transform."""
 
@@ -60,11 +69,7 @@ class _Base(Dataset):
         path, target = self._items[i]
         image = load_rgb(path)
         target = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in target.items()}
-        if self.transform is not None:
-            image = self.transform(image)
-        if self.target_transform is not None:
-            target = self.target_transform(target)
-        return image, target
+        return _transformed(self, image, target)
 
     @property
     def targets(self) -> list[int]:
@@ -260,11 +265,7 @@ class SyntheticDataset(Dataset):
             "parts": np.array([s.parts[p] for p in self.part_names], np.float32),
             "part_mask": s.part_mask,
         }
-        if self.transform is not None:
-            image = self.transform(image)
-        if self.target_transform is not None:
-            target = self.target_transform(target)
-        return image, target
+        return _transformed(self, image, target)
 
     @property
     def targets(self) -> list[int]:
