@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -183,7 +182,6 @@ def run(quick: bool, repeats: int, device: torch.device) -> dict[str, Any]:
     res["psm"] = bench_psm(N, 11, 12 if not quick else 4, repeats)
     res["explain"] = {m: bench_explain(m, cfg, repeats, device) for m, cfg in paper_models(quick).items()}
     res["peak_rss_gb"] = peak_rss_explain(quick)
-    res["self_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     res["app"] = {**bench_slider(quick), **bench_app(quick)}
     return res
 
