@@ -282,7 +282,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         step = int(ckpt["step"])
-        torch.set_rng_state(ckpt["rng"][rank] if rank < len(ckpt["rng"]) else ckpt["rng"][0])
+        if rank == 0:
+            torch.set_rng_state(ckpt["rng"][0])  # single process: bitwise-exact resumption (tested)
+        else:
+            torch.manual_seed(recipe.seed + 1000 * rank + step)  # other ranks: a fresh, distinct dropout stream
         if torch.cuda.is_available() and "cuda_rng" in ckpt:
             torch.cuda.set_rng_state(ckpt["cuda_rng"])
     else:
@@ -333,7 +336,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}",
                                 **({"eval": f"{last_acc:.3f}"} if last_acc is not None else {}))
         if rank == 0 and (step % args.checkpoint_every == 0 or step == stop_at):
-            # Rank 0's RNG state; other ranks reseed from it on resume (per-rank dropout streams differ anyway).
+            # Rank 0's RNG state only: under torchrun, ranks > 0 resume with a new seed (exact for one process).
             rngs = [torch.get_rng_state()]
             ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "step": step, "rng": rngs}
