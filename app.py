@@ -144,7 +144,7 @@ def explain(image: Any, domain: str, transfg_model: str, rams_trans_model: str, 
             alpha: float, norm: str, progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008
     """Runs a model (once per image and model). Returns the three signature views, their numbers and the keys."""
     keys, notes = explain_keys(image, domain, (transfg_model, rams_trans_model, tasn_model), progress)
-    ov = views.overview(expls(keys), style(cmap, alpha, norm))
+    ov = views.overview(expls(keys), style(cmap, alpha, norm), main_only=True)  # the UI's overview() draws the rest
     numbers = {m: {**views.summary(EXPLORER.get(k)), "overview_size": list(ov[m].main.shape[:2]),
                    **({"fallback": notes[m]} if m in notes else {})} for m, k in keys.items()}
     return ov["transfg"].main, ov["rams_trans"].main, ov["tasn"].main, numbers, keys

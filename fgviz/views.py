@@ -310,8 +310,8 @@ class MethodOverview:
 
     main: np.ndarray  # RGB: the method's signature view
     caption: str
-    panels: list[Panel]  # further panels (gallery)
-    topk: go.Figure
+    panels: list[Panel]  # further panels (gallery); only the main one with main_only
+    topk: go.Figure | None  # None with main_only
     extra: go.Figure | None = None  # RAMS-Trans: per-scale top-5
     scale: int = 1  # upscale factor of `main` over expl.image
 
@@ -336,20 +336,25 @@ def overview_maps(e: Explanation) -> dict[str, np.ndarray]:
     return maps
 
 
-def overview(expls: dict[str, Explanation], style: Style) -> dict[str, MethodOverview]:
+def overview(
+    expls: dict[str, Explanation], style: Style, *, main_only: bool = False
+) -> dict[str, MethodOverview]:
     """The Overview tab for any subset of the methods, with one colour scale for all maps when shared.
 
     Each map is first expressed relative to its own mean (x times uniform) so that maps of different methods and
-    resolutions can share a scale: vmin 0, vmax the largest value of any of them.
+    resolutions can share a scale: vmin 0, vmax the largest value of any of them. `main_only` draws just the
+    signature views (same pixels as the full overview's mains) and no gallery or top-5 figure: the `/explain`
+    endpoint returns only those, and the rest costs more than the three demo explains together.
     """
     rel = {m: overview_maps(e) for m, e in expls.items()}
     shared_max = max((float(np.nanmax(v)) for maps in rel.values() for v in maps.values()), default=1.0)
     vmin, vmax = (0.0, shared_max) if style.shared else (None, None)
     render = {"transfg": _overview_transfg, "rams_trans": _overview_rams, "tasn": _overview_tasn}
-    return {m: render[m](e, rel[m], style, vmin, vmax) for m, e in expls.items()}
+    return {m: render[m](e, rel[m], style, vmin, vmax, main_only) for m, e in expls.items()}
 
 
-def _overview_transfg(e: Explanation, rel: dict[str, np.ndarray], style: Style, vmin, vmax) -> MethodOverview:
+def _overview_transfg(e: Explanation, rel: dict[str, np.ndarray], style: Style, vmin, vmax,
+                      main_only: bool = False) -> MethodOverview:
     img, s = heat(e.image, rel["signature"], style, vmin, vmax)
     boxes = np.asarray(e.part_boxes) if e.part_boxes is not None else np.zeros((0, 4))
     main = overlay.draw_boxes(img, boxes, labels=[str(h + 1) for h in range(len(boxes))], min_size=0, image_scale=s)
@@ -357,6 +362,8 @@ def _overview_transfg(e: Explanation, rel: dict[str, np.ndarray], style: Style, 
     cap = (f"rollout through layers 1..{L} (x uniform) + PSM: box n = the token head n selects "
            f"({len(boxes)} heads)")
     panels: list[Panel] = [(main, cap)]
+    if main_only:
+        return MethodOverview(main, cap, panels, None, scale=s)
     if "psm" in rel:
         panels.append((heat(e.image, rel["psm"], style, vmin, vmax)[0],
                        f"PSM input: CLS row of A_{L}...A_1, head mean (x uniform)"))
@@ -376,7 +383,8 @@ def _rams_box_panel(e: Explanation, pixels: np.ndarray, mask: np.ndarray | None,
     return img, s
 
 
-def _overview_rams(e: Explanation, rel: dict[str, np.ndarray], style: Style, vmin, vmax) -> MethodOverview:
+def _overview_rams(e: Explanation, rel: dict[str, np.ndarray], style: Style, vmin, vmax,
+                   main_only: bool = False) -> MethodOverview:
     has_zoom = e.dppm_maps is not None and len(e.dppm_maps) > 0
     mask = e.dppm_masks[0] if has_zoom else None
     boxes = np.asarray(e.crop_boxes) if has_zoom else np.zeros((0, 4))
@@ -388,6 +396,8 @@ def _overview_rams(e: Explanation, rel: dict[str, np.ndarray], style: Style, vmi
     else:
         cap = "rollout (x uniform); one scale only, so no zoom"
     panels: list[Panel] = [(main, cap)]
+    if main_only:
+        return MethodOverview(main, cap, panels, None, scale=s)
     sp = e.scale_probs
     for i, crop in enumerate(e.crops):
         top = caption_top1(e.labels, sp[i + 1]) if sp is not None and len(sp) > i + 1 else ""
@@ -403,11 +413,14 @@ def _grid_panel(e: Explanation, base: np.ndarray, s: int, which: str) -> np.ndar
     return overlay.draw_grid(base, rows, cols, every=every, color=color, min_size=0, image_scale=s)
 
 
-def _overview_tasn(e: Explanation, rel: dict[str, np.ndarray], style: Style, vmin, vmax) -> MethodOverview:
+def _overview_tasn(e: Explanation, rel: dict[str, np.ndarray], style: Style, vmin, vmax,
+                   main_only: bool = False) -> MethodOverview:
     img, s = heat(e.image, rel["signature"], style, vmin, vmax)
     main = _grid_panel(e, img, s, "structure")
     o = len(e.sample_coords["structure"][0])
     cap = f"structure map (x uniform) + its sampling grid (every {max(1, o // 16)}th of {o} rows/cols)"
+    if main_only:
+        return MethodOverview(main, cap, [(main, cap)], None, scale=s)
     dimg, ds = heat(e.image, rel["detail"], style, vmin, vmax)
     panels: list[Panel] = [
         (main, cap),

@@ -86,6 +86,17 @@ def test_explain_handler_returns_overview_images_and_numbers() -> None:
                                                              "tasn-cars-demo"}
 
 
+def test_explain_returns_the_same_signature_views_the_overview_tab_draws(keys) -> None:
+    """/explain draws only the three main images (main_only); they must be the Overview tab's, pixel for pixel."""
+    t, r, a, _, again = app.explain(BIRD, "birds", "auto", "auto", "auto", *STYLE)
+    assert again == keys
+    rest = app.overview(keys, *STYLE)[1:-1]
+    for fast, full in zip((t, r, a), rest[::3], strict=True):
+        np.testing.assert_array_equal(fast, full)
+    ov = views.overview(app.expls(keys), app.style(*STYLE), main_only=True)
+    assert all(o.topk is None and len(o.panels) == 1 for o in ov.values())
+
+
 def test_explain_is_cached_per_image_and_model(keys) -> None:
     before = app.EXPLORER.forward_count
     *_, again = app.explain(BIRD, "birds", "auto", "auto", "auto", "magma", 0.3, "panel")
