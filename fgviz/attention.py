@@ -303,7 +303,7 @@ def _row_blocks(N: int, block_rows: int) -> range:
     return range(0, N, block_rows)
 
 
-def fused_attention_qk(q: Tensor, k: Tensor, head_fusion: str = "mean", block_rows: int = 256) -> Tensor:
+def fused_attention_qk(q: Tensor, k: Tensor, head_fusion: str = "mean", block_rows: int = 64) -> Tensor:
     """`fuse_heads(attention_from_qk(q, k))` one block of query rows at a time (peak memory B·H·block·N).
 
     Returns:
@@ -325,7 +325,7 @@ def psm_and_fused_qk(
     *,
     head_fusion: str = "mean",
     psm_layers: int | None = None,
-    block_rows: int = 256,
+    block_rows: int = 64,
 ) -> tuple[Tensor, Tensor, list[Tensor]]:
     """TransFG part selection and head-fused attention in one pass, softmaxing each layer once.
 
@@ -371,7 +371,7 @@ def psm_and_fused_qk(
     return rows.argmax(dim=-1) + 1, rows, fused_top_down[::-1]
 
 
-def psm_select_qk(qs: Sequence[Tensor], ks: Sequence[Tensor], block_rows: int = 256) -> tuple[Tensor, Tensor]:
+def psm_select_qk(qs: Sequence[Tensor], ks: Sequence[Tensor], block_rows: int = 64) -> tuple[Tensor, Tensor]:
     """`psm_select` and `psm_rows` of softmax(q kᵀ) per layer, without materialising any (B, H, N, N) tensor.
 
     Args:
