@@ -3,7 +3,9 @@
 Measures, with the demo models from the registry and HF_HUB_OFFLINE=1:
 - `python app.py` start to the first /explain answer;
 - /explain end to end through gradio_client on distinct images (no cache hits), median and p95;
-- the sum of the three methods' `explain` on the same images, in-process, for the ratio.
+- the sum of the three methods' `explain` on the same images, in-process, for the ratio;
+- Gradio's own floor: the same request (an image in; three 384-px PNGs and a JSON out, same queue settings)
+  against a server whose handler runs no model (`--floor-server`), i.e. what any /explain costs on top of its work.
 Prints one JSON object.
 """
 
@@ -35,11 +37,67 @@ def p95(xs: list[float]) -> float:
     return xs[min(len(xs) - 1, round(0.95 * (len(xs) - 1)))]
 
 
+def floor_server(port: int) -> None:
+    """A Gradio app with /explain's signature (image -> three 384-px PNGs + JSON) whose handler runs no model."""
+    import gradio as gr
+    import numpy as np
+
+    import app
+
+    views = [np.random.default_rng(i).integers(0, 256, (384, 384, 3), dtype=np.uint8) for i in range(3)]
+
+    def explain(image, domain):
+        return *views, {"domain": domain, "upload": str(image)}, {}
+
+    with gr.Blocks() as demo:
+        image = app.upload_image()
+        domain = gr.Radio(["birds", "cars"], value="birds")
+        outs = [gr.Image(format="png") for _ in range(3)]
+        numbers, keys = gr.JSON(), gr.State()
+        gr.Button().click(explain, [image, domain], [*outs, numbers, keys], api_name="explain")
+    app.launch(demo, host="127.0.0.1", port=port)
+
+
+def serve(argv: list[str], port: int) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, *argv, "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def connect(server: subprocess.Popen, port: int, t0: float):
+    from gradio_client import Client
+
+    while True:
+        if server.poll() is not None:
+            raise SystemExit(f"server exited with {server.returncode}")
+        if time.perf_counter() - t0 > 120:
+            raise SystemExit("server did not answer within 120 s")
+        try:
+            return Client(f"http://127.0.0.1:{port}/", verbose=False)
+        except Exception:
+            time.sleep(0.2)
+
+
+def timed_requests(client, images: list[Path]) -> list[float]:
+    from gradio_client import handle_file
+
+    times = []
+    for path in images:
+        t = time.perf_counter()
+        client.predict(handle_file(str(path)), "birds", api_name="/explain")
+        times.append(time.perf_counter() - t)
+    return times
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=10)
+    ap.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    from gradio_client import Client, handle_file
+    if args.floor_server:
+        floor_server(args.port)
+        return
     from PIL import Image
 
     import fgviz
@@ -54,28 +112,23 @@ def main() -> None:
         images.append(path)
 
     port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--device", "cpu"], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = serve(["app.py", "--device", "cpu"], port)
     try:
-        client = None
-        while client is None:
-            if server.poll() is not None:
-                raise SystemExit(f"app.py exited with {server.returncode}")
-            if time.perf_counter() - t0 > 120:
-                raise SystemExit("app.py did not answer within 120 s")
-            try:
-                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-            except Exception:
-                time.sleep(0.2)
-        client.predict(handle_file(str(images[0])), "birds", api_name="/explain")
+        client = connect(server, port, t0)
+        timed_requests(client, images[:1])
         startup = time.perf_counter() - t0
-        e2e = []
-        for path in images[1:]:
-            t = time.perf_counter()
-            client.predict(handle_file(str(path)), "birds", api_name="/explain")
-            e2e.append(time.perf_counter() - t)
+        e2e = timed_requests(client, images[1:])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    port = free_port()
+    server = serve([__file__, "--floor-server"], port)
+    try:
+        client = connect(server, port, time.perf_counter())
+        timed_requests(client, images[:1])  # warm-up
+        floor = timed_requests(client, images[1:])
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -91,7 +144,8 @@ def main() -> None:
     out = {"startup_s": startup,
            "explain_e2e": {"median": statistics.median(e2e), "p95": p95(e2e), "n": len(e2e),
                            "sum_explains": statistics.median(sums),
-                           "ratio": statistics.median(e2e) / statistics.median(sums)}}
+                           "ratio": statistics.median(e2e) / statistics.median(sums),
+                           "gradio_floor": {"median": statistics.median(floor), "p95": p95(floor)}}}
     print(json.dumps(out))
 
 

@@ -132,7 +132,9 @@ def bench_explain(method: str, cfg: dict[str, Any], repeats: int, device: torch.
                      repeats, device=device)
     plain = timeit(bare, repeats, device=device)
     out = {"explain": explain, "bare": plain, "ratio": explain.median / plain.median}
-    if method == "transfg":  # where the time goes: PSM-only forward, + fused attention of every layer, + rollout
+    if method == "transfg":
+        # where the time goes: PSM-only forward, + fused attention of every layer, + rollout, + the per-layer floor
+        out.update(lower_layers=len(vit.blocks) - 1, heads=vit.blocks[0].attn.num_heads, tokens=model.num_tokens)
         from fgviz.attention import rollout_from_fused
 
         with torch.inference_mode():
@@ -140,8 +142,72 @@ def bench_explain(method: str, cfg: dict[str, Any], repeats: int, device: torch.
             with_fused = timeit(lambda: model._forward(x, with_fused=True), repeats, device=device)
             fused = model._forward(x, with_fused=True)["fused"]
             roll = timeit(lambda: rollout_from_fused(fused), repeats, device=device)
-        out["breakdown"] = {"forward_with_psm": psm_only, "forward_psm_and_fused": with_fused, "rollout": roll}
+            kept = timeit(lambda: forward_keeping_attention(model, x), repeats, device=device)
+            if not torch.equal(forward_keeping_attention(model, x), model._forward(x)["part_tokens"]):
+                raise RuntimeError("the kept-attention PSM disagrees with the explain PSM")
+        out["breakdown"] = {"forward_with_psm": psm_only, "forward_psm_and_fused": with_fused, "rollout": roll,
+                            "eager_keep": kept, **bench_layer(model, repeats, device)}
     return out
+
+
+def bench_layer(model: Any, repeats: int, device: torch.device) -> dict[str, Timing]:
+    """One lower layer at the model's size: its fused attention vs what the PSM adds to it (the explain floor).
+
+    The PSM row vector needs every lower layer's full softmax(q kᵀ) (a row vector times the whole matrix), so
+    per layer the explanation recomputes q kᵀ and its softmax in row blocks and multiplies by the running row.
+    """
+    from fgviz.attention import psm_select_qk
+
+    vit = model.vit
+    H, N = vit.blocks[0].attn.num_heads, model.num_tokens
+    d = vit.embed_dim // H
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, H, N, d, generator=g).to(device) for _ in range(3))
+    with torch.inference_mode():
+        sdpa = timeit(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v), repeats, device=device)
+        top = timeit(lambda: psm_select_qk([q], [k]), repeats, device=device)  # the top layer's CLS row only
+        two = timeit(lambda: psm_select_qk([q, q], [k, k]), repeats, device=device)  # + one full lower layer
+        tokens = torch.randn(1, N, vit.embed_dim, generator=g).to(device)  # (1, N, D)
+        block = timeit(lambda: vit.blocks[0](tokens), repeats, device=device)
+    per_layer = Timing(two.median - top.median, two.lo - top.hi, two.hi - top.lo, two.n)
+    return {"layer_sdpa": sdpa, "layer_psm": per_layer, "layer_block": block}
+
+
+def forward_keeping_attention(model: Any, x: torch.Tensor, block_rows: int = 64) -> torch.Tensor:
+    """The rejected alternative, for the record: eager row-block attention in the lower blocks that keeps every
+    layer's probabilities, so the PSM reads them instead of recomputing q kᵀ. Returns the PSM indices."""
+    import types
+
+    vit = model.vit
+    kept: list[torch.Tensor] = []
+
+    def attention(self: Any, h: torch.Tensor, attn_mask: Any = None, is_causal: bool = False) -> torch.Tensor:
+        B, N, _ = h.shape
+        qkv = self.qkv(h).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # (B, H, N, d) each
+        q, kt = self.q_norm(q) * self.scale, self.k_norm(k).transpose(-2, -1)
+        probs = torch.empty(B, self.num_heads, N, N, dtype=q.dtype, device=q.device)  # kept for the PSM
+        out = torch.empty_like(v)  # (B, H, N, d)
+        for s in range(0, N, block_rows):
+            probs[:, :, s : s + block_rows] = (q[:, :, s : s + block_rows] @ kt).softmax(dim=-1)
+            out[:, :, s : s + block_rows] = probs[:, :, s : s + block_rows] @ v
+        kept.append(probs)
+        return self.proj(self.norm(out.transpose(1, 2).reshape(B, N, self.attn_dim)))
+
+    lower = vit.blocks[:-1]
+    with torch.inference_mode():
+        h = vit.norm_pre(vit._pos_embed(vit.patch_embed(x)))
+        try:
+            for blk in lower:
+                blk.attn.forward = types.MethodType(attention, blk.attn)
+                h = blk(h)
+        finally:
+            for blk in lower:
+                del blk.attn.forward  # back to the class's (fused) forward
+        r = kept[-1][:, :, :1]  # (B, H, 1, N)
+        for probs in reversed(kept[:-1]):
+            r = r @ probs
+    return r[:, :, 0, 1:].argmax(dim=-1) + 1
 
 
 def peak_rss_explain(quick: bool) -> float:
@@ -228,6 +294,17 @@ def bench_app(quick: bool) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _kept_gb(res: dict[str, Any]) -> float:
+    t = res["explain"]["transfg"]
+    return t["lower_layers"] * t["heads"] * t["tokens"] ** 2 * 4 / 1024**3  # float32 probabilities kept
+
+
+def _psm_floor(res: dict[str, Any]) -> float:
+    t = res["explain"]["transfg"]
+    b = t["breakdown"]
+    return 1 + (t["lower_layers"] * b["layer_psm"].median - b["layer_block"].median) / t["bare"].median
+
+
 def render_markdown(res: dict[str, Any], command: str) -> str:
     m = res["machine"]
     p = res["psm"]
@@ -264,6 +341,12 @@ def render_markdown(res: dict[str, Any], command: str) -> str:
         lines.append(f"| app `/explain` through gradio_client, demo models, 3 methods | median {fmt_s(e['median'])}, "
                      f"p95 {fmt_s(e['p95'])}; {e['ratio']:.2f}x the sum of the three explains "
                      f"({fmt_s(e['sum_explains'])}) | <= 1.5x |")
+        if "gradio_floor" in e:
+            f = e["gradio_floor"]
+            lines.append(f"| the same request to a Gradio server whose handler runs no model (same inputs, three "
+                         f"384-px PNGs out): Gradio's floor | median {fmt_s(f['median'])}, p95 {fmt_s(f['p95'])}; "
+                         f"/explain minus the floor = {(e['median'] - f['median']) / e['sum_explains']:.2f}x the "
+                         "three explains | (context) |")
     if "startup_s" in app:
         lines.append(f"| `python app.py` start to first answer, offline, demo models | {app['startup_s']:.1f} s "
                      "| <= 15 s |")
@@ -284,6 +367,17 @@ def render_markdown(res: dict[str, Any], command: str) -> str:
             f"| {b['forward_psm_and_fused']} | {b['forward_psm_and_fused'].median / bare:.2f} |",
             f"| rollout of all layers from the fused matrices (row vectors) | {b['rollout']} "
             f"| {b['rollout'].median / bare:.2f} |",
+            f"| rejected alternative: eager row-block attention keeping every layer's probabilities for the PSM "
+            f"(no recompute; +{_kept_gb(res):.2f} GB) | {b['eager_keep']} | {b['eager_keep'].median / bare:.2f} |",
+            "",
+            "Per lower layer (same size, random q/k/v): the fused attention (SDPA) takes "
+            f"{b['layer_sdpa']}, a whole block {b['layer_block']}, and what the PSM adds to that layer (q kᵀ and its "
+            f"softmax in row blocks, times the running CLS row) {fmt_s(b['layer_psm'].median)}. "
+            f"The PSM needs that for each of the {res['explain']['transfg']['lower_layers']} lower layers, and the "
+            "part layer runs on 1 + heads tokens instead of all of them, so the floor of a row-vector PSM on top "
+            f"of the fused forward is about 1 + ({res['explain']['transfg']['lower_layers']} x "
+            f"{fmt_s(b['layer_psm'].median)} - {fmt_s(b['layer_block'].median)}) / {fmt_s(bare)} = "
+            f"{_psm_floor(res):.2f}.",
         ]
     return "\n".join(lines) + "\n"
 

@@ -19,7 +19,22 @@ def test_quick_mode_writes_the_table(tmp_path):
     res = main(["--quick", "--out", str(out)])
     text = out.read_text()
     assert "python -m fgviz.bench --quick" in text
-    for needle in ("psm_select", "TransFG `explain`", "RAMS-Trans `explain`", "TASN `explain`", "peak resident"):
+    for needle in ("psm_select", "TransFG `explain`", "RAMS-Trans `explain`", "TASN `explain`", "peak resident",
+                   "rejected alternative", "Per lower layer", "Gradio's floor"):
         assert needle in text
     assert res["psm"]["same_indices"]
     assert all(r["ratio"] > 0 for r in res["explain"].values())
+
+
+def test_kept_attention_alternative_selects_the_same_tokens_and_restores_the_blocks():
+    from fgviz.bench import forward_keeping_attention
+    from fgviz.models import create_model
+
+    torch.manual_seed(3)
+    model = create_model("transfg", num_classes=5, img_size=(48, 48), crop_pct=1.0, patch_size=16, stride=12,
+                         embed_dim=32, depth=3, num_heads=4).eval()
+    x = torch.randn(2, 3, 48, 48)
+    with torch.inference_mode():
+        expected = model._forward(x)["part_tokens"]
+    assert torch.equal(forward_keeping_attention(model, x, block_rows=7), expected)
+    assert all("forward" not in vars(blk.attn) for blk in model.vit.blocks)
