@@ -13,6 +13,7 @@ import argparse
 import base64
 import functools
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +50,8 @@ CSS = ".fg-note {font-size: 0.9em} .fg-banner {border-left: 4px solid #E69F00; p
 QUEUE_SIZE = 64  # events waiting at most (a class of 40, each click chaining a few fast view events); then "busy"
 CONCURRENCY = 2  # events running at once; the events that may run a model share one slot (see build)
 CACHE_CLEANUP = (1800, 3600)  # every 30 min, delete uploads and outputs older than 1 h from Gradio's cache
+MAX_EXPORTS = 8  # export ZIPs kept on disk (Gradio serves its own copy); older ones are deleted
+EXPORTS = tempfile.TemporaryDirectory(prefix="fgviz-exports-")  # removed when the app exits
 
 
 # ---- model calls: the only functions that run a model (ZeroGPU runs them on the GPU, in a worker) --------------
@@ -372,12 +375,22 @@ def sanity(keys: dict, image: Any, domain: str, transfg_model: str, rams_trans_m
     return pair, md, {"method": method, "map": map_name, "spearman": corr, "randomized_prediction": rnd.prediction}
 
 
+def export_path(name: str) -> Path:
+    """A fresh folder for one export under the app's export directory, deleting all but the newest MAX_EXPORTS - 1
+    earlier ones first (Gradio copies a returned file into its own cache, so an old ZIP is no longer needed)."""
+    root = Path(EXPORTS.name)
+    earlier = sorted(root.iterdir(), key=lambda p: p.stat().st_mtime_ns)
+    for old in earlier[: max(len(earlier) - (MAX_EXPORTS - 1), 0)]:
+        shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=root)) / name
+
+
 @friendly
 def export(keys: dict, image: Any, domain: str, transfg_model: str, rams_trans_model: str, tasn_model: str,
            cmap: str, alpha: float, norm: str, fusion: str, discard: float) -> str:
     """ZIP of every figure as PNG + numbers.json, from the cache (runs a model only for an unseen image)."""
     keys = current(keys, image, domain, (transfg_model, rams_trans_model, tasn_model))
-    out = Path(tempfile.mkdtemp(prefix="fgviz-export-")) / f"fgviz-{EXPLORER.iid_of(keys['transfg'])}.zip"
+    out = export_path(f"fgviz-{EXPLORER.iid_of(keys['transfg'])}.zip")
     return str(export_zip(out, expls(keys), style(cmap, alpha, norm), fusion=fusion, discard=float(discard),
                           meta={"keys": keys}))
 

@@ -310,6 +310,15 @@ def test_e2e_faithfulness_and_sanity(client) -> None:
         assert im.width > im.height  # two panels side by side
 
 
+def test_exports_do_not_pile_up_on_disk(keys, monkeypatch) -> None:
+    monkeypatch.setattr(app, "MAX_EXPORTS", 2)
+    paths = [Path(app.export(keys, BIRD, "birds", "auto", "auto", "auto", *STYLE, "mean", 0.0)) for _ in range(3)]
+    assert not paths[0].exists()
+    assert paths[1].exists() and paths[2].exists()
+    assert zipfile.is_zipfile(paths[2])
+    assert len(list(Path(app.EXPORTS.name).iterdir())) == 2
+
+
 def test_e2e_export(client) -> None:
     from gradio_client import handle_file
 
