@@ -217,11 +217,16 @@ def peak_rss_explain(quick: bool) -> float:
         "import json,resource,sys,numpy as np,torch;from fgviz.models import create_model;"
         f"m=create_model('transfg',**json.loads('{json.dumps(cfg)}')).eval();"
         "H,W=m.config.img_size;img=(np.random.default_rng(0).random((H,W,3))*255).astype(np.uint8);"
-        "m.explain(img);print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "m.explain(img);"
+        # VmHWM is this process's own peak; ru_maxrss also counts the parent's size at fork (Linux keeps it
+        # across exec), which made the full run report the harness's memory, not the explain's.
+        "hwm=[l for l in open('/proc/self/status') if l.startswith('VmHWM:')] if sys.platform=='linux' else [];"
+        "r=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "print(int(hwm[0].split()[1]) if hwm else (r // 1024 if sys.platform == 'darwin' else r))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
-    return int(out.stdout.strip().splitlines()[-1]) / 1024**2  # ru_maxrss is in kB on Linux
+    return int(out.stdout.strip().splitlines()[-1]) / 1024**2  # printed in kB
 
 
 def machine() -> dict[str, str]:
