@@ -358,6 +358,21 @@ def render_markdown(res: dict[str, Any], command: str) -> str:
     if "skipped" in app:
         lines.append(f"| app figures | not measured: {app['skipped']} | |")
     lines.append("| GPU: paper-size explains in half precision | no GPU on this machine | reported when available |")
+    e = app.get("explain_e2e", {})
+    if "gradio_floor" in e:
+        floor, work = e["gradio_floor"]["median"], e["sum_explains"]
+        paper = res["explain"].get("transfg", {}).get("explain")
+        lines += [
+            "",
+            ("Why the `/explain` target is missed" if e["ratio"] > 1.5 else "Context for `/explain`")
+            + f": a request whose handler runs no model already takes {fmt_s(floor)} "
+            "through gradio_client (upload, queue join, server-sent events that gradio_client polls every 50 ms, "
+            f"PNG encoding and three downloads), {floor / work:.1f}x the three demo explains ({fmt_s(work)}); what "
+            f"fgviz adds on top of that floor is {(e['median'] - floor) / work:.2f}x the explains. The ratio is "
+            "a property of tiny models behind a fixed per-request cost"
+            + (f": at paper size one TransFG explain alone takes {paper}, and the same floor would add "
+               f"{floor / paper.median:.2f}x to it." if paper is not None and not res["quick"] else "."),
+        ]
     if b:
         bare = res["explain"]["transfg"]["bare"].median
         lines += [
