@@ -6,8 +6,13 @@ Held-out accuracy (a generator seed never used in training) and, per method, whe
 parts, each beside its chance value and beside the same figure for a weight-randomised copy (Adebayo et al.):
 - TransFG: part hit rate of the PSM tokens (share of selected token footprints touching the deciding-part mask);
 - RAMS-Trans: crop recall (share of deciding-part pixels inside the zoom box) and the crop's area share;
-- TASN: magnification of the deciding parts by the structure and detail sampling grids (1 = uniform resize);
+- TASN: magnification of the deciding parts by the structure and detail sampling grids (1 = uniform resize), and
+  the energy pointing game of the structure map (the summed trilinear maps the structure grid is built from);
 - ViT methods: energy pointing game of the last-layer rollout map (mass inside the deciding parts).
+
+Beside RAMS-Trans's crop and TASN's magnification, `*_oracle` figures run the same DPPM / sampler on a perfect map,
+the deciding-part mask itself at the model's attention resolution: what the algorithm can do on this data at best,
+so a miss can be told apart as the map's fault or the algorithm's.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
@@ -53,6 +59,34 @@ def reinitialized(model: FineGrainedModel, seed: int = 0) -> FineGrainedModel:
     return fresh.to(model.device, model.dtype).eval()
 
 
+def oracle_crop(expl: Explanation, part_mask: np.ndarray) -> tuple[int, int, int, int]:
+    """The first zoom box RAMS-Trans's DPPM draws when its map g is the share of deciding-part pixels per token."""
+    from fgviz.attention import dppm_mask, largest_component_box
+    from fgviz.models.rams_trans import grid_box_to_pixels
+
+    gh, gw = expl.grid
+    H, W = part_mask.shape
+    g = cv2.resize(part_mask.astype(np.float32), (gw, gh), interpolation=cv2.INTER_AREA)  # (gh, gw) part share
+    alpha = float(expl.params.get("alphas", [1.2])[0])
+    mask = dppm_mask(torch.from_numpy(g).reshape(1, gh * gw), (gh, gw), alpha=alpha)  # (1, gh, gw)
+    _, boxes = largest_component_box(mask)  # (1, 4) grid (r0, c0, r1, c1)
+    y0, x0, y1, x1 = grid_box_to_pixels(tuple(boxes[0].tolist()), expl.patch_size, (H, W))  # inclusive
+    return x0, y0, x1 + 1, y1 + 1
+
+
+def oracle_coords(expl: Explanation, part_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """TASN's structure sampling grid when its attention is the deciding-part mask at the feature resolution
+    (area-averaged to (h, w), then resized and squared exactly as the structure map is)."""
+    from fgviz.sampling import sampling_coords, structure_detail_maps
+
+    h, w = expl.maps["structure"].shape
+    cells = cv2.resize(part_mask.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)  # (h, w)
+    structure, _ = structure_detail_maps(torch.from_numpy(cells)[None, None], size=part_mask.shape)  # (1, H, W)
+    p = expl.params
+    rows, cols = sampling_coords(structure, int(p["out_size"]), dense=float(p["dense"]), iters=int(p["iters"]))
+    return rows[0].numpy(), cols[0].numpy()
+
+
 def sample_metrics(expl: Explanation, part_mask: np.ndarray) -> dict[str, metrics.MetricResult]:
     """Localisation figures of one explanation against the deciding-part mask (same pixel grid as expl.image)."""
     out: dict[str, metrics.MetricResult] = {}
@@ -69,10 +103,16 @@ def sample_metrics(expl: Explanation, part_mask: np.ndarray) -> dict[str, metric
         out["crop_recall"] = recall
         area = metrics.crop_area_share(expl.crop_boxes[0], (H, W))
         out["crop_area_share"] = metrics.MetricResult(area, float("nan"))  # a size, not a score: no chance value
+        box = oracle_crop(expl, part_mask)
+        out["crop_recall_oracle"] = metrics.crop_recall(box, part_mask)
+        out["crop_area_share_oracle"] = metrics.MetricResult(metrics.crop_area_share(box, (H, W)), float("nan"))
     elif expl.method == "tasn":
+        structure = np.clip(expl.maps["structure"], 0.0, None)  # (h, w) over the whole image, before squaring
+        out["structure_energy_pointing"] = metrics.energy_pointing_game(structure, part_mask)
         for kind in ("structure", "detail"):
             rows, cols = expl.sample_coords[kind]
             out[f"{kind}_magnification"] = metrics.magnification(rows, cols, part_mask)
+        out["structure_magnification_oracle"] = metrics.magnification(*oracle_coords(expl, part_mask), part_mask)
     return out
 
 
