@@ -123,6 +123,9 @@ def model_card(config: dict[str, Any]) -> str:
                 lines.append(f"| {name} | {m.get('value')} | {show(m.get('chance'))} | {show(m.get('randomized'))} |")
             else:
                 lines.append(f"| {name} | {m} | | |")
+        if any(name.endswith("_oracle") for name in metrics):
+            lines += ["", "`*_oracle`: the same algorithm (DPPM crop, TASN sampler) fed a perfect part map, the "
+                      "deciding-part mask itself: what it makes of ideal part attention, independent of the model."]
         evaluation = prov.get("evaluation")
         if evaluation:
             lines += ["", f"Recompute these figures with `{evaluation['command']}` ({evaluation['n']} freshly "
