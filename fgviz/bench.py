@@ -203,7 +203,7 @@ def forward_keeping_attention(model: Any, x: torch.Tensor, block_rows: int = 64)
                 h = blk(h)
         finally:
             for blk in lower:
-                del blk.attn.forward  # back to the class's (fused) forward
+                vars(blk.attn).pop("forward", None)  # back to the class's (fused) forward
         r = kept[-1][:, :, :1]  # (B, H, 1, N)
         for probs in reversed(kept[:-1]):
             r = r @ probs
