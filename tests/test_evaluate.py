@@ -96,7 +96,7 @@ def test_rams_oracle_crop_is_the_official_dppm_on_the_part_mask(index):
     model = fgviz.load("rams_trans-birds-demo", device="cpu").float()
     sample = synthetic.make_sample("birds", index, seed=9001, size=model.config.img_size)
     expl = model.explain(sample.image)
-    assert evaluate.oracle_crop(expl, sample.part_mask) == _naive_oracle_box(sample.part_mask, 8, 1.2)
+    assert evaluate.oracle_crop(expl, sample.part_mask) == _naive_oracle_box(sample.part_mask, expl.patch_size, 1.2)
 
 
 def test_tasn_oracle_grid_is_uniform_for_a_flat_mask_and_magnifies_a_part():
