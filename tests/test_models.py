@@ -142,6 +142,16 @@ def test_tasn_maps_and_sampling_match_naive(test_image):
     x, _ = model.preprocess(test_image)
     with torch.no_grad():
         X, _ = model.attention_features(x)
+        # The attention net sees the input resized as MXNet's BilinearResize2D does: corners aligned.
+        s = model.config.att_size
+        H, W = x.shape[-2:]
+        xd = x[0].double().numpy()
+        ys, xs = np.linspace(0, H - 1, s), np.linspace(0, W - 1, s)
+        tall = np.stack([[np.interp(ys, np.arange(H), xd[ch, :, c]) for c in range(W)] for ch in range(3)])  # (3, W, s)
+        small = np.stack([[np.interp(xs, np.arange(W), tall[ch, :, r]) for r in range(s)] for ch in range(3)])
+        small = torch.from_numpy(small).float()[None]  # (1, 3, s, s)
+        X_ref = model.att_head(model.att_net.forward_features(small))
+    torch.testing.assert_close(X, X_ref, atol=1e-4, rtol=1e-4)
     Xd = X[0].double().reshape(X.shape[1], -1)  # (C, hw)
     C = Xd.shape[0]
     trilinear = np.zeros_like(Xd.numpy())

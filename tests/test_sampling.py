@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 import pytest
 import torch
@@ -51,9 +53,41 @@ def test_trilinear_maps_are_convex_combinations_and_detached():
     assert torch.all(t <= hi + 1e-6)
 
 
+def official_structure_att(t: np.ndarray) -> np.ndarray:
+    """model.py's Structure_Att re-stated: energy flags computed in sorted order, applied by channel index."""
+    B, C = t.shape[:2]
+    out = np.zeros((B, *t.shape[2:]), np.float64)
+    for b in range(B):
+        energy = t[b].reshape(C, -1).sum(-1)
+        a_sorted = energy[np.argsort(energy, kind="stable")]
+        flags = np.concatenate(([1.0], (a_sorted[1:] != a_sorted[:-1]).astype(np.float64)))
+        out[b] = sum(flags[c] * t[b, c] for c in range(C))
+    return out
+
+
+def official_detail_candidates(t: np.ndarray) -> list[set[int]]:
+    """model.py's Detail_Att (training): the channels it may draw, one per distinct energy (aligned indices)."""
+    out = []
+    for b in range(t.shape[0]):
+        energy = t[b].reshape(t.shape[1], -1).sum(-1)
+        idx = np.argsort(energy, kind="stable")
+        a_sorted = energy[idx]
+        first = np.concatenate(([True], a_sorted[1:] != a_sorted[:-1]))
+        out.append({int(c) for c in idx[first]})
+    return out
+
+
+def with_dead_channels(seed: int, C: int = 12, dead: int = 4) -> torch.Tensor:
+    """Trilinear maps of features with `dead` all-zero channels: their maps are identical (same energy)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.relu(torch.randn(2, C, 6, 7, generator=gen))
+    x[:, 1 : 1 + dead] = 0.0
+    return S.trilinear_attention(x)
+
+
 def test_structure_and_detail_maps():
     gen = torch.Generator().manual_seed(2)
-    t = torch.rand(2, 5, 7, 7, generator=gen)
+    t = torch.rand(2, 5, 7, 7, generator=gen)  # all energies distinct: the filter keeps every channel
     total = t.sum(dim=1)
     structure, detail = S.structure_detail_maps(t)
     torch.testing.assert_close(structure, total.square())
@@ -62,6 +96,32 @@ def test_structure_and_detail_maps():
     torch.testing.assert_close(detail, t[:, 3])
     _, detail = S.structure_detail_maps(t, detail_channel=torch.tensor([4, 1]))
     torch.testing.assert_close(detail, torch.stack([t[0, 4], t[1, 1]]))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_structure_filter_variants_against_the_official_op(seed):
+    t = with_dead_channels(seed)
+    energy = t.flatten(2).sum(-1)
+    assert (energy[:, 1:5] == energy[:, 1:2]).all()  # the dead channels' maps tie exactly, as in MXNet
+    mx, _ = S.structure_detail(t, variant="mxnet")
+    np.testing.assert_allclose(mx.numpy(), official_structure_att(t.double().numpy()), rtol=1e-5)
+    aligned, plain = S.structure_detail(t)
+    keep = [c for c in range(t.shape[1]) if c not in (2, 3, 4)]  # dead channels 1..4 counted once (channel 1)
+    torch.testing.assert_close(aligned, t[:, keep].sum(1))
+    torch.testing.assert_close(plain, t.sum(1))  # test-mode detail: every channel, no filter
+    assert not torch.allclose(aligned, mx)  # the op's misaligned flags drop other channels
+
+
+def test_training_detail_channel_is_drawn_among_unique_energies():
+    t = with_dead_channels(3, C=10, dead=5)
+    allowed = official_detail_candidates(t.numpy())
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.stack([S.random_unique_channel(t, gen) for _ in range(600)])  # (600, B)
+    for b in range(t.shape[0]):
+        seen = set(draws[:, b].tolist())
+        assert seen == allowed[b]  # every allowed channel, nothing else
+        counts = np.bincount(draws[:, b].numpy(), minlength=t.shape[1])[sorted(allowed[b])]
+        assert counts.min() > 0.5 * counts.mean()  # roughly uniform (6 channels x 100 expected draws)
 
 
 def test_structure_is_squared_after_resize():
@@ -79,22 +139,184 @@ def test_structure_is_squared_after_resize():
     assert not np.allclose(structure[0].numpy(), squared_first[0, 0].numpy())  # the order matters
 
 
-# ---------------------------------------------------------------- sampler
+# ---------------------------------------------------------------- sampler: the official op, re-stated
+
+
+def official_grid(att: np.ndarray, out: int, dense: float, iters: int, dtype=np.float32):
+    """`AttSamplerOp::Forward` (researchmm/tasn att_sampler-inl.h) with scalar loops in `dtype` (the op: float32).
+
+    The marginals are model.py's `att_sample`: max over columns (attx, rows) and over rows (atty, columns), each
+    divided by its sum. The op takes square inputs; for H != W, in_size and att_size are both the row count (the op
+    reads them from the image height and attx), each axis loops over its own length. The out-of-bounds C[-1] of the
+    first sample is read as 0. Returns (row positions, column positions, row densities, column densities), in
+    input pixels: the op's normalised index (j + frac) * 2 / (len - 1) - 1, mapped back by its bilinear sampler's
+    (u + 1) * (len - 1) / 2.
+    """
+    f = dtype
+    att = np.asarray(att, f)
+    H, _ = att.shape
+    attx, atty = att.max(axis=1), att.max(axis=0)
+    attx, atty = attx / attx.sum(dtype=f), atty / atty.sum(dtype=f)
+    in_size = att_size = H
+    threshold = f(f(out) / f(in_size) * f(dense) * f(in_size) / f(att_size))
+    mapx, mapy = [f(v * f(out)) for v in attx], [f(v * f(out)) for v in atty]
+    for j in range(iters):
+        maxx, maxy = f(0), f(0)
+        for v in mapx:
+            maxx = maxx if maxx > v else v
+        for v in mapy:
+            maxy = maxy if maxy > v else v
+        t = maxy if maxx > maxy else maxx
+        if j == 0:
+            t = t if threshold > t else threshold
+        mapx = [t if v > t else v for v in mapx]
+        mapy = [t if v > t else v for v in mapy]
+        sx = sy = f(0)
+        for v in mapx:
+            sx = f(sx + v)
+        for v in mapy:
+            sy = f(sy + v)
+        dx, dy = f((f(out) - sx) / f(len(mapx))), f((f(out) - sy) / f(len(mapy)))
+        mapx, mapy = [f(v + dx) for v in mapx], [f(v + dy) for v in mapy]
+
+    def invert(d: list) -> np.ndarray:
+        n = len(d)
+        C = [f(1.0)] * n  # the op's cumulative map starts at 1, d[0] is never added
+        for i in range(n - 1):
+            C[i + 1] = f(C[i] + d[i + 1])
+        step = f(C[n - 1] / f(out))
+        scale = f(2.0 / (n - 1))
+        index, i, j = [], 0, 0
+        while i < out:
+            target = f(i * step)
+            if C[j] >= target:
+                prev = C[j - 1] if j > 0 else f(0.0)
+                index.append(f(f(j + (target - C[j]) / (C[j] - prev)) * scale - f(1.0)))
+                i += 1
+            else:
+                j += 1
+        return (np.array(index, np.float64) + 1.0) * (n - 1) / 2.0
+
+    return invert(mapx), invert(mapy), np.array(mapx, np.float64), np.array(mapy, np.float64)
+
+
+def blob_map(H: int, W: int, n: int, seed: int) -> np.ndarray:
+    """Random Gaussian blobs (radius 2-15 % of the side) on zero."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:H, :W]
+    a = np.zeros((H, W))
+    for _ in range(n):
+        cy, cx, s = rng.uniform(0, H), rng.uniform(0, W), rng.uniform(0.02, 0.15) * min(H, W)
+        a += rng.uniform(0.2, 1.0) * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * s * s))
+    return a.astype(np.float32)
+
+
+def structure_like_map(H: int, W: int, seed: int, cells: int = 28) -> np.ndarray:
+    """Like TASN's structure map: a sparse 28x28 map, resized bilinearly to the image, squared."""
+    rng = np.random.default_rng(seed)
+    coarse = torch.from_numpy((rng.random((1, 1, cells, cells)) ** 3).astype(np.float32))
+    return (F.interpolate(coarse, size=(H, W), mode="bilinear", align_corners=True)[0, 0] ** 2).numpy()
+
+
+REFERENCE_MAPS = {
+    "blobs": lambda: blob_map(512, 512, 5, 0),
+    "structure": lambda: structure_like_map(512, 512, 2),
+    "uniform": lambda: np.ones((512, 512), np.float32),
+    "blobs 384x512": lambda: blob_map(384, 512, 4, 3),
+    "structure 512x320": lambda: structure_like_map(512, 320, 4),
+}
+
+
+@cache
+def reference_map(name: str) -> np.ndarray:
+    return REFERENCE_MAPS[name]()
+
+
+def samples_apart(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest distance, in output samples of grid `a`, between sample i of `a` and sample i of `b`."""
+    return float(np.abs(np.arange(len(a)) - np.interp(b, a, np.arange(len(a)))).max())
+
+
+@pytest.mark.parametrize("iters", [1, 5])
+@pytest.mark.parametrize("out", [224, 336])
+@pytest.mark.parametrize("name", list(REFERENCE_MAPS))
+def test_mxnet_variant_is_the_official_grid(name, out, iters):
+    att = reference_map(name)
+    rows32, cols32, d_row, d_col = official_grid(att, out, 4.0, iters)
+    rows, cols = S.sampling_coords(torch.from_numpy(att)[None], out, iters=iters, variant="mxnet")
+    assert np.abs(rows[0].double().numpy() - rows32).max() < 0.01  # input pixels
+    assert np.abs(cols[0].double().numpy() - cols32).max() < 0.01
+    # In float64 both sides agree far below the op's own float32 rounding (which is what 0.01 px allows for).
+    rows64, cols64, d_row64, d_col64 = official_grid(att, out, 4.0, iters, np.float64)
+    r64, c64 = S.sampling_coords(torch.from_numpy(att).double()[None], out, iters=iters, variant="mxnet")
+    assert np.abs(r64[0].numpy() - rows64).max() < 1e-6 and np.abs(c64[0].numpy() - cols64).max() < 1e-6
+    dr, dc = S.sampler_densities(torch.from_numpy(att).double()[None], out, iters=iters)
+    np.testing.assert_allclose(dr[0].numpy(), d_row64, rtol=1e-9)
+    np.testing.assert_allclose(dc[0].numpy(), d_col64, rtol=1e-9)
+    assert rows[0, 0] == pytest.approx(-1.0, abs=1e-5) and cols[0, 0] == pytest.approx(-1.0, abs=1e-5)  # the quirk
+
+
+@pytest.mark.parametrize("iters", [1, 5])
+@pytest.mark.parametrize("out", [224, 336])
+@pytest.mark.parametrize("name", list(REFERENCE_MAPS))
+def test_default_grid_differs_from_the_official_only_by_the_cdf_fixes(name, out, iters):
+    att = torch.from_numpy(reference_map(name))[None]
+    default = S.sampling_coords(att, out, iters=iters)
+    official = S.sampling_coords(att, out, iters=iters, variant="mxnet")
+    for a, b in zip(default, official, strict=True):
+        assert samples_apart(a[0].double().numpy(), b[0].double().numpy()) <= 2.5
+    if att.shape[1] == att.shape[2] and iters == 5:  # coupled axes: one peak density, as the op
+        d_row, d_col = S.sampler_densities(att, out, iters=iters)
+        assert d_row.max().item() == pytest.approx(d_col.max().item(), rel=1e-4)
+
+
+def test_one_threshold_for_both_axes():
+    """A map peaked along the columns only: the op clips the rows at the columns' (lower) peak density."""
+    H = W = 64
+    att = torch.zeros(1, H, W)
+    att[0, :, 30:32] = 1.0  # every row has max 1 (flat), two columns are hot
+    att[0, 10:14, :] += 0.2  # rows 10..13 slightly more
+    d_row, d_col = S.sampler_densities(att, 32, dense=4.0, iters=5)
+    # By hand: rows: 60 rows at 1, 4 at 1.2 -> d = 32 * m / 64.8; columns: 2 at 1.2, 62 at 0.2 -> d = 32 * m / 14.8.
+    rows_hand = 32 * np.array([1.2 if 10 <= r < 14 else 1.0 for r in range(H)]) / 64.8
+    assert rows_hand.max() < 32 * 1.2 / 14.8  # the rows' peak is the lower one: it is the threshold, rows unclipped
+    np.testing.assert_allclose(d_row[0].numpy(), rows_hand, rtol=1e-5)
+    assert d_col.max().item() == pytest.approx(rows_hand.max(), rel=1e-3)  # columns clipped down to it
+
+
+def test_delta_attention_follows_the_official_rule():
+    # A single hot pixel: the first round caps at tau0, then the clipped mass is spread over every pixel, so the
+    # peak ends at tau0 + (out - tau0) / len (the op lets it exceed tau0), which later rounds keep.
+    H = W = 80
+    out, dense = 40, 4.0
+    att = torch.zeros(1, H, W)
+    att[0, 33, 47] = 1.0
+    d_row, d_col = S.sampler_densities(att, out, dense=dense, iters=5)
+    tau0 = dense * out / H
+    for d, hot in ((d_row[0], 33), (d_col[0], 47)):
+        assert d[hot].item() == pytest.approx(tau0 + (out - tau0) / H, rel=1e-6)
+        assert d.sum().item() == pytest.approx(out, rel=1e-6)
+        others = torch.cat([d[:hot], d[hot + 1 :]])
+        assert torch.allclose(others, torch.full_like(others, (out - tau0) / H))
+
+
+# ---------------------------------------------------------------- sampler: properties of the default grid
 
 
 def plain_coords(length: int, out: int) -> torch.Tensor:
     return torch.arange(out, dtype=torch.float64) * (length - 1) / (out - 1)
 
 
-def density_bound(length: int, out: int, dense: float, window: int) -> float:
-    """Most output samples that may land in `window` adjacent input pixels.
+def density_bound(H: int, W: int, length: int, out: int, dense: float, window: int) -> float:
+    """Most output samples that may land in `window` adjacent input pixels of an axis of `length`.
 
-    Density is at most dense x uniform (tau = dense·out/len) per pixel; samples are spaced evenly in mass between the
-    first and last pixel centres, (out - <= tau) / (out - 1) apart, and a window can catch one extra sample at its
-    edge ("a pixel's tolerance"). 1 % slack for the finite clip-and-redistribute iterations.
+    The first round caps the density at tau0 = dense·out/H; every later round clips both axes at the lower of their
+    peaks and adds back at most what the first round took from the other axis, so no pixel ends above
+    tau0 + out/min(H, W). Samples are spaced evenly in mass between the first and last pixel centres,
+    (out - <= tau) / (out - 1) apart, and a window can catch one extra sample at its edge.
     """
-    tau = dense * out / length
-    return 1.01 * tau * window * (out - 1) / (out - tau) + 1
+    tau = dense * out / H + out / min(H, W)
+    return 1.001 * tau * window * (out - 1) / max(out - tau, 1e-9) + 1
 
 
 def window_counts(coords: torch.Tensor, length: int, window: int) -> torch.Tensor:
@@ -125,12 +347,23 @@ def test_zero_attention_samples_uniformly():
 
 def test_rows_use_height_and_columns_use_width():
     H, W, out = 40, 64, 32
+    att = torch.full((1, H, W), 0.1)
+    att[0, 10:15, 20:30] = 1.0  # a block: rows 10..14 and columns 20..29 magnified
+    rows, cols = S.sampling_coords(att, out)
+    in_rows = ((rows[0] >= 9.5) & (rows[0] < 14.5)).sum().item()
+    in_cols = ((cols[0] >= 19.5) & (cols[0] < 29.5)).sum().item()
+    assert in_rows / 5 > 1.5 * out / H and in_cols / 10 > 1.5 * out / W
+
+
+def test_a_band_is_not_magnified_when_the_other_axis_is_flat():
+    """The op's shared threshold: a horizontal band has flat columns (peak density out/W), every round clips the
+    rows at that peak, and the rows end uniform too (by hand: round 2 clips every row to 0.5 and redistributes)."""
+    H, W, out = 40, 64, 32
     att = torch.zeros(1, H, W)
-    att[0, 10:15, :] = 1.0  # a horizontal band: only the rows are magnified
+    att[0, 10:15, :] = 1.0
     rows, cols = S.sampling_coords(att, out)
     assert (cols[0].double() - plain_coords(W, out)).abs().max() < 1e-3
-    in_band = ((rows[0] >= 9.5) & (rows[0] < 14.5)).sum().item()
-    assert in_band / 5 > out / H
+    assert (rows[0].double() - plain_coords(H, out)).abs().max() < 1e-3
 
 
 def test_peaked_attention_magnifies_up_to_the_cap():
@@ -138,24 +371,13 @@ def test_peaked_attention_magnifies_up_to_the_cap():
     att = torch.full((1, H, W), 0.01)
     att[0, 50:60, 70:80] = 1.0
     rows, cols = S.sampling_coords(att, out, dense=dense)
-    for coords, length, (a, b) in ((rows[0], H, (50, 60)), (cols[0], W, (70, 80))):
+    tau0 = dense * out / H  # one cap for both axes (the op's threshold is shared)
+    for (coords, length), (a, b) in (((rows[0], H), (50, 60)), ((cols[0], W), (70, 80))):
         count = ((coords >= a - 0.5) & (coords < b - 0.5)).sum().item()
         density = count / (b - a)  # output samples per input pixel in the peak
         assert density > 1.5 * out / length  # well above uniform
-        assert count <= density_bound(length, out, dense, b - a)
-        assert density >= 0.9 * dense * out / length  # this peak is strong enough to reach the cap
-
-
-@pytest.mark.parametrize("dense", [2.0, 4.0])
-def test_delta_attention_respects_cap_in_every_window(dense):
-    # MXNet caps only in its first iteration; a single hot pixel is where that would overshoot.
-    H, W, out = 80, 80, 40
-    att = torch.zeros(1, H, W)
-    att[0, 33, 47] = 1.0
-    rows, cols = S.sampling_coords(att, out, dense=dense)
-    for coords in (rows[0], cols[0]):
-        for window in (1, 3, 10):
-            assert window_counts(coords, H, window).max() <= density_bound(H, out, dense, window)
+        assert count <= density_bound(H, W, length, out, dense, b - a)
+        assert density >= 0.9 * tau0  # this peak is strong enough to reach the shared cap
 
 
 @st.composite
@@ -176,13 +398,15 @@ def test_sampling_coords_properties(case):
     _, H, W = att.shape
     rows, cols = S.sampling_coords(att, out, dense=dense)
     assert rows.shape == cols.shape == (1, out)
+    d_row, d_col = S.sampler_densities(att, out, dense=dense)
+    assert max(d_row.max().item(), d_col.max().item()) <= (dense * out / H + out / min(H, W)) * (1 + 1e-5)
     for coords, length in ((rows[0], H), (cols[0], W)):
         assert torch.all(coords[1:] >= coords[:-1])
         assert coords.min() >= 0
         assert coords.max() <= length - 1
         for window in (1, 4):
             if window <= length:
-                assert window_counts(coords, length, window).max() <= density_bound(length, out, dense, window)
+                assert window_counts(coords, length, window).max() <= density_bound(H, W, length, out, dense, window)
 
 
 def bilinear_np(img: np.ndarray, y: float, x: float) -> np.ndarray:
@@ -223,6 +447,23 @@ def test_attended_object_takes_more_output_pixels():
     resampled, _ = S.attention_sample(image, att, 48)
     plain = F.interpolate(image, size=(48, 48), mode="bilinear", align_corners=True)
     assert (resampled > 0.5).sum() > 2 * (plain > 0.5).sum()
+
+
+def test_mxnet_grid_samples_the_padding_first():
+    """The op's first sample sits at pixel -1: its first output row and column are zero (bilinear, zero padding)."""
+    gen = torch.Generator().manual_seed(6)
+    image = torch.rand(1, 3, 40, 40, generator=gen) + 0.5
+    att = torch.from_numpy(blob_map(40, 40, 2, 7))[None]
+    out_mx, (rows, cols) = S.attention_sample(image, att, 20, variant="mxnet")
+    assert rows[0, 0].item() == pytest.approx(-1.0, abs=1e-6)
+    assert out_mx[0, :, 0, :].abs().max() < 1e-6 and out_mx[0, :, :, 0].abs().max() < 1e-6
+    out, _ = S.attention_sample(image, att, 20)
+    assert out[0, :, 0, :].min() > 0.4  # the default grid starts on pixel 0
+
+
+def test_unknown_variant_is_refused():
+    with pytest.raises(ValueError, match="variant"):
+        S.sampling_coords(torch.rand(1, 8, 8), 4, variant="pytorch")
 
 
 def test_attention_sample_rejects_mismatched_attention():

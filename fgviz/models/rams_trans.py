@@ -12,8 +12,9 @@ Choices and deviations:
 - Patch size is a config field. The paper's table says ViT-B/16; the official code uses 32-px patches (a ViT-B/32
   init). The default here follows the code (32); the demo models use 8-px patches at 96 px.
 - Loss = CE(scale 1) + CE(scale 2) (+ CE(scale 3)), as the paper's figure and text say; the official code trains
-  on scale 1 only (the scale-2 term is commented out). The prediction is the softmax of the summed logits; each
-  scale's own prediction is kept in ``scale_probs``.
+  on scale 1 only (the scale-2 term is commented out).
+- The prediction is the softmax of the sum of the scales' logits; the official code reports each scale's accuracy
+  separately (and selects models on scale 1). Each scale's own prediction is in ``scale_probs``.
 - CLS_2..CLS_S are timm "register" tokens that each get their own position-embedding row (the official code copies
   the pretrained CLS position embedding once per scale, the same thing at initialisation).
 """

@@ -9,13 +9,15 @@ random channel in training, channel sum at test) -> the attention sampler makes 
 detail-preserved 224-px image -> one ResNet-50 on both -> fc1 (detail), fc2 (structure), shared fc on both.
 Prediction = shared fc on the structure-preserved image ("master_net_aux").
 
-Deviations from the MXNet code, all documented:
+Deviations from the MXNet code, all documented (README, "Deviations"):
 - torchvision-style (post-activation) timm ResNets instead of MXNet's pre-activation ResNets (not in timm);
   widths and depths are config fields so the demo models can be small.
-- The "unique energy" channel filter of the structure/detail ops is a plain channel sum (in the MXNet code the
-  filter is misaligned with the channel order and is a plain sum in practice).
+- The structure op's "unique energy" channel filter is applied to the channels it means (the MXNet op applies
+  flags computed in sorted order to the channels in their own order); `sampler_variant="mxnet"` uses the op as
+  written. The training detail channel is drawn among the unique-energy channels, as the official op does.
+- The sampler follows the op's clipping; its inverse CDF counts every pixel and spans the first to the last pixel
+  centre (`sampler_variant="mxnet"`: the op's grid exactly, see fgviz.sampling).
 - Input normalisation is ImageNet mean/std (MXNet: mean subtraction in 0-255 units, no std).
-- The sampler caps the density at `dense` x uniform in every clip iteration (see fgviz.sampling).
 """
 
 from __future__ import annotations
@@ -30,7 +32,14 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
 from fgviz.models.base import BaseConfig, FineGrainedModel, check_int, softmax_np, to_numpy
-from fgviz.sampling import attention_sample, structure_detail_maps, trilinear_attention
+from fgviz.sampling import (
+    SAMPLER_VARIANTS,
+    attention_sample,
+    random_unique_channel,
+    structure_detail,
+    structure_detail_maps,
+    trilinear_attention,
+)
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
@@ -51,6 +60,7 @@ class TASNConfig(BaseConfig):
     gamma: float = 7.0  # trilinear softmax scale (MXNet 7, PyTorch port 2)
     dense: float = 4.0  # sampler density cap, x uniform
     iters: int = 5  # sampler clip-and-redistribute iterations
+    sampler_variant: str = "tasn"  # "tasn" (official clipping, fixed CDF) or "mxnet" (the op's grid and filter exactly)
     distill_temperature: float = 10.0
 
     def validate(self) -> None:
@@ -71,6 +81,8 @@ class TASNConfig(BaseConfig):
                 raise ValueError(f"{name} must be one of {sorted(BLOCKS)}, got {getattr(self, name)!r}")
         if self.att_head not in ("multi_dilation", "identity"):
             raise ValueError(f"att_head must be 'multi_dilation' or 'identity', got {self.att_head!r}")
+        if self.sampler_variant not in SAMPLER_VARIANTS:
+            raise ValueError(f"sampler_variant must be one of {SAMPLER_VARIANTS}, got {self.sampler_variant!r}")
         if not 1.0 <= self.dense <= 64.0:
             raise ValueError(f"dense={self.dense} outside [1, 64]")
 
@@ -129,36 +141,45 @@ class TASN(FineGrainedModel):
     def attention_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, 3, H, W) -> (X (B, C, h, w) feature maps for the trilinear attention, att-net logits (B, classes))."""
         s = self.config.att_size
-        small = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)  # (B, 3, s, s)
+        small = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=True)  # (B, 3, s, s): BilinearResize2D
         X = self.att_head(self.att_net.forward_features(small))  # (B, C, s/8, s/8)
         logits = self.att_fc(F.relu(self.att_bn(X)).mean(dim=(2, 3)))  # (B, classes)
         return X, logits
 
     def attention_maps(
-        self, X: torch.Tensor, size: tuple[int, int], detail_channel: int | torch.Tensor | None, gamma: float
+        self, X: torch.Tensor, size: tuple[int, int], detail_channel: int | torch.Tensor | None, gamma: float,
+        variant: str | None = None,
     ) -> dict[str, torch.Tensor]:
         """Trilinear maps -> structure and detail maps at feature and at image resolution."""
+        variant = variant or self.config.sampler_variant
         T = trilinear_attention(X.float(), gamma=gamma)  # (B, C, h, w), no gradient
-        structure_full, detail_full = structure_detail_maps(T, detail_channel=detail_channel, size=size)  # (B, H, W)
-        _, detail = structure_detail_maps(T, detail_channel=detail_channel)  # (B, h, w) at feature resolution
+        if isinstance(detail_channel, str) and detail_channel == "random":  # training: one unique-energy channel
+            detail_channel = random_unique_channel(T)  # (B,)
+        structure_full, detail_full = structure_detail_maps(
+            T, detail_channel=detail_channel, size=size, variant=variant
+        )  # (B, H, W) each
+        structure, detail = structure_detail(T, detail_channel=detail_channel, variant=variant)  # (B, h, w) each
         return {
             "trilinear": T,
-            "structure": T.sum(dim=1),  # (B, h, w): before the resize and the squaring, for display
+            "structure": structure,  # (B, h, w): before the resize and the squaring, for display
             "detail": detail,  # (B, h, w)
             "structure_full": structure_full,  # resized to the image, then squared (MXNet's order)
             "detail_full": detail_full,
         }
 
     def _forward(self, x: torch.Tensor, *, dense: float | None = None, iters: int | None = None,
-                 out_size: int | None = None, detail_channel: int | torch.Tensor | None = None,
-                 gamma: float | None = None) -> dict[str, Any]:
+                 out_size: int | None = None, detail_channel: int | str | torch.Tensor | None = None,
+                 gamma: float | None = None, variant: str | None = None) -> dict[str, Any]:
         c = self.config
         dense, iters, out_size = dense or c.dense, c.iters if iters is None else iters, out_size or c.out_size
+        variant = variant or c.sampler_variant
         X, att_logits = self.attention_features(x)
-        maps = self.attention_maps(X.detach(), x.shape[-2:], detail_channel, c.gamma if gamma is None else gamma)
+        maps = self.attention_maps(X.detach(), x.shape[-2:], detail_channel, c.gamma if gamma is None else gamma,
+                                   variant)
+        sample = dict(dense=dense, iters=iters, variant=variant)
         with torch.no_grad():
-            x_s, coords_s = attention_sample(x, maps["structure_full"], out_size, dense=dense, iters=iters)
-            x_d, coords_d = attention_sample(x, maps["detail_full"], out_size, dense=dense, iters=iters)
+            x_s, coords_s = attention_sample(x, maps["structure_full"], out_size, **sample)
+            x_d, coords_d = attention_sample(x, maps["detail_full"], out_size, **sample)
         feats = self.backbone(torch.cat([x_d, x_s]))  # (2B, F): one backbone for both images
         f_d, f_s = feats.chunk(2)
         return {
@@ -177,10 +198,10 @@ class TASN(FineGrainedModel):
         return self._forward(x)["master_aux"]
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """att CE + 0.5 x (part, master, part_aux, master_aux CE) + distillation (T = 10, teacher not detached)."""
-        C = self.att_net.num_features
-        channel = torch.randint(0, C, (x.shape[0],), device=x.device)  # training: one random channel per image
-        out = self._forward(x, detail_channel=channel)
+        """att CE + 0.5 x (part, master, part_aux, master_aux CE) + distillation (T = 10, teacher not detached).
+
+        The detail map is one trilinear channel per image, drawn among the channels with a unique energy."""
+        out = self._forward(x, detail_channel="random")
         T = self.config.distill_temperature
         ce = F.cross_entropy
         kd = -(F.softmax(out["part"] / T, -1) * F.log_softmax(out["master"] / T, -1)).sum(-1).mean()
@@ -199,6 +220,7 @@ class TASN(FineGrainedModel):
         out_size: int | None = None,
         gamma: float | None = None,
         detail_channel: int | None = None,
+        variant: str | None = None,
         **params: Any,
     ) -> dict[str, Any]:
         if params:
@@ -207,7 +229,8 @@ class TASN(FineGrainedModel):
         if detail_channel is not None:
             check_int("detail_channel", detail_channel, 0, self.att_net.num_features - 1)
         out = self._forward(
-            x, dense=dense, iters=iters, out_size=out_size, detail_channel=detail_channel, gamma=gamma
+            x, dense=dense, iters=iters, out_size=out_size, detail_channel=detail_channel, gamma=gamma,
+            variant=variant,
         )
         pre = self.preprocess
         maps = out["maps"]
@@ -224,6 +247,7 @@ class TASN(FineGrainedModel):
                 "out_size": int(out_size or c.out_size),
                 "gamma": float(c.gamma if gamma is None else gamma),
                 "detail_channel": detail_channel,
+                "variant": variant or c.sampler_variant,
             },
             "extras": {
                 "head_probs": {k: softmax_np(out[k][0]) for k in ("att", "part", "master", "part_aux", "master_aux")},

@@ -10,7 +10,11 @@ renormalisation, no head fusion), argmax, duplicates kept. Loss: cross-entropy +
 Differences from the official code, all deliberate:
 - The PSM is evaluated as a row vector e0^T A_{L-1} ... A_1 from each block's queries and keys (``psm_select_qk``),
   not as the full per-head N x N x N products; the indices are the same (tests compare with the full product).
-- timm's ``proj_drop_rate`` applies dropout after the attention projection too (official: MLP only, 0.1).
+- timm's Block shares one ``proj_drop`` rate between the MLP and the attention projection; `build_vit` sets the
+  attention projection's dropout to ``attn_drop_rate`` (0), as the official Attention uses its attention dropout
+  rate there, so only the embeddings and the MLP drop at ``drop_rate`` (0.1), as in the official code.
+- The part layer and the head start from the official init (PyTorch Linear defaults, xavier-uniform MLP weights
+  with N(0, 1e-6) biases); the other blocks keep timm's init (the paper recipe overwrites them with ImageNet-21k).
 - Attention is captured from q/k beside timm's fused attention, so the forward is the fast fused one.
 """
 
@@ -103,8 +107,13 @@ def contrastive_loss(features: torch.Tensor, labels: torch.Tensor, alpha: float 
 
 
 def build_vit(c: BaseConfig, **extra: Any) -> VisionTransformer:
-    """The timm ViT both ViT methods build on, from their config (pre-norm, exact GELU, LayerNorm eps 1e-6)."""
-    return VisionTransformer(
+    """The timm ViT both ViT methods build on, from their config (pre-norm, exact GELU, LayerNorm eps 1e-6).
+
+    Dropout as the official code (jeonsworld's ViT, shared by TransFG and RAMS-Trans): `drop_rate` on the embeddings
+    and in the MLP, `attn_drop_rate` on the attention probabilities *and* after the attention projection (timm's
+    Block would use `drop_rate` there too).
+    """
+    vit = VisionTransformer(
         img_size=c.img_size,
         patch_size=c.patch_size,
         num_classes=c.num_classes,
@@ -120,6 +129,26 @@ def build_vit(c: BaseConfig, **extra: Any) -> VisionTransformer:
         attn_drop_rate=c.attn_drop_rate,
         **extra,
     )
+    for blk in vit.blocks:
+        blk.attn.proj_drop.p = float(c.attn_drop_rate)
+    return vit
+
+
+def official_linear_init(block: nn.Module, head: nn.Linear) -> None:
+    """TransFG's own init for what its loader never fills from ImageNet-21k: the part layer and the head.
+
+    Official modeling.py: attention q/k/v/out and the head are plain `nn.Linear` (PyTorch's default init; q, k and v
+    have the same fan-in as timm's fused qkv, so one reset draws from the same distribution), the MLP is
+    xavier-uniform with N(0, 1e-6) biases, LayerNorms are ones/zeros.
+    """
+    block.attn.qkv.reset_parameters()
+    block.attn.proj.reset_parameters()
+    for fc in (block.mlp.fc1, block.mlp.fc2):
+        nn.init.xavier_uniform_(fc.weight)
+        nn.init.normal_(fc.bias, std=1e-6)
+    for norm in (block.norm1, block.norm2):
+        norm.reset_parameters()
+    head.reset_parameters()
 
 
 class TransFG(FineGrainedModel):
@@ -131,6 +160,7 @@ class TransFG(FineGrainedModel):
         c = config
         self.vit = build_vit(c, embed_layer=functools.partial(OverlapPatchEmbed, stride=c.stride))
         assert tuple(self.vit.patch_embed.grid_size) == c.grid
+        official_linear_init(self.vit.blocks[-1], self.vit.head)
 
     @property
     def grid(self) -> tuple[int, int]:
