@@ -8,23 +8,23 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from fgviz.core import __version__
 
 _EXPORTS = {
-    "rollout": "fgviz.attention",
-    "psm_select": "fgviz.attention",
-    "dppm": "fgviz.attention",
-    "trilinear_attention": "fgviz.sampling",
-    "attention_sample": "fgviz.sampling",
-    "record_attention": "fgviz.capture",
-    "Explanation": "fgviz.explanation",
-    "MODEL_CLASSES": "fgviz.models",
-    "FineGrainedModel": "fgviz.models",
-    "create_model": "fgviz.models",
-    "load": "fgviz.hub",
-    "save_model": "fgviz.hub",
-    "push_to_hub": "fgviz.hub",
-    "WeightsError": "fgviz.hub",
+    "rollout": "fgviz.core.attention",
+    "psm_select": "fgviz.core.attention",
+    "dppm": "fgviz.core.attention",
+    "trilinear_attention": "fgviz.core.sampling",
+    "attention_sample": "fgviz.core.sampling",
+    "record_attention": "fgviz.core.capture",
+    "Explanation": "fgviz.core.explanation",
+    "MODEL_CLASSES": "fgviz.methods",
+    "FineGrainedModel": "fgviz.methods",
+    "create_model": "fgviz.methods",
+    "load": "fgviz.weights.hub",
+    "save_model": "fgviz.weights.hub",
+    "push_to_hub": "fgviz.weights.hub",
+    "WeightsError": "fgviz.weights.hub",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

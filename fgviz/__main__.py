@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fgviz.explanation import METHODS
+from fgviz.methods import METHODS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--model", action="append", default=[], metavar="SPEC",
                     help="registry name, weights folder, org/repo[@revision] or timm:<name>; repeatable "
                          "(default: the registry models of the domain)")
-    ex.add_argument("--method", action="append", choices=METHODS, default=[],
+    ex.add_argument("--method", action="append", choices=sorted(METHODS), default=[],
                     help="with the registry defaults: only these methods (repeatable); with a timm: spec: the method "
                          "to wrap it in")
     ex.add_argument("--domain", choices=("birds", "cars"), default=None,
@@ -41,10 +41,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _targets(explorer, args: argparse.Namespace, domain: str) -> list[tuple[str, str]]:
     """(spec, method) pairs to run."""
-    from fgviz import hub
+    from fgviz.weights import hub
 
     if not args.model:
-        methods = args.method or list(METHODS)
+        methods = args.method or [m.name for m in METHODS.values() if m.overview_default]
         return [(explorer.default_spec(m, domain), m) for m in methods]
     out = []
     for spec in args.model:
@@ -58,15 +58,16 @@ def _targets(explorer, args: argparse.Namespace, domain: str) -> list[tuple[str,
 
 
 def explain_command(args: argparse.Namespace) -> int:
-    from fgviz import views
-    from fgviz.export import figure_set, write_folder, write_zip
-    from fgviz.hub import WeightsError
-    from fgviz.imageio import ImageError, synthetic_params
-    from fgviz.session import Explorer
+    from fgviz.core.imageio import ImageError, synthetic_params
+    from fgviz.explorer import views
+    from fgviz.explorer.export import figure_set, write_folder, write_zip
+    from fgviz.explorer.session import Explorer
+    from fgviz.viz.panels import Style
+    from fgviz.weights.format import WeightsError
 
     explorer = Explorer(device=args.device, extra_specs=args.model)
     explorer.allowed_roots = None  # a command line may name any local folder
-    style = views.Style(cmap=args.cmap, alpha=args.alpha, norm=args.norm)
+    style = Style(cmap=args.cmap, alpha=args.alpha, norm=args.norm)
     args.out.mkdir(parents=True, exist_ok=True)
     status = 0
     for path in args.images:
@@ -74,22 +75,23 @@ def explain_command(args: argparse.Namespace) -> int:
             iid = explorer.add_image(path)
             tag = synthetic_params(explorer.image(iid))
             domain = args.domain or (tag["domain"] if tag else "birds")
-            expls = {}
+            expls, sources = {}, {}
             for spec, method in _targets(explorer, args, domain):
                 if method in expls:
                     print(f"{path}: {method} given twice; keeping the first ({expls[method].model_name})",
                           file=sys.stderr)
                     continue
-                expls[method] = explorer.get(explorer.explain(iid, spec, method))
-            images, captions, numbers = figure_set(expls, style, fusion=args.fusion, discard=args.discard)
+                key = explorer.explain(iid, spec, method)
+                expls[method], sources[method] = explorer.get(key), key.describe()
+            fs = figure_set(expls, style, fusion=args.fusion, discard=args.discard, sources=sources)
             meta = {"image": str(path), "domain": domain, "style": {"cmap": style.cmap, "alpha": style.alpha,
                                                                      "norm": style.norm}}
             if args.no_zip:
-                dest = write_folder(args.out / path.stem, images, numbers, captions, meta)
+                dest = write_folder(args.out / path.stem, fs, meta)
             else:
-                dest = write_zip(args.out / f"{path.stem}.zip", images, numbers, captions, meta)
-            preds = ", ".join(f"{views.METHOD_TITLES[m]}: {e.prediction}" for m, e in expls.items())
-            print(f"{path} -> {dest} ({len(images)} figures; {preds})")
+                dest = write_zip(args.out / f"{path.stem}.zip", fs, meta)
+            preds = ", ".join(f"{views.title(m)}: {e.prediction}" for m, e in expls.items())
+            print(f"{path} -> {dest} ({len(fs.images)} images, {len(fs.charts)} charts; {preds})")
         except (ImageError, WeightsError, KeyError, ValueError) as e:
             print(f"{path}: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
             status = 2

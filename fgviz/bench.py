@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fgviz.attention import psm_select
-from fgviz.models import create_model
+from fgviz.core.attention import psm_select
+from fgviz.methods import create_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -135,7 +135,7 @@ def bench_explain(method: str, cfg: dict[str, Any], repeats: int, device: torch.
     if method == "transfg":
         # where the time goes: PSM-only forward, + fused attention of every layer, + rollout, + the per-layer floor
         out.update(lower_layers=len(vit.blocks) - 1, heads=vit.blocks[0].attn.num_heads, tokens=model.num_tokens)
-        from fgviz.attention import rollout_from_fused
+        from fgviz.core.attention import rollout_from_fused
 
         with torch.inference_mode():
             psm_only = timeit(lambda: model._forward(x), repeats, device=device)
@@ -156,7 +156,7 @@ def bench_layer(model: Any, repeats: int, device: torch.device) -> dict[str, Tim
     The PSM row vector needs every lower layer's full softmax(q kᵀ) (a row vector times the whole matrix), so
     per layer the explanation recomputes q kᵀ and its softmax in row blocks and multiplies by the running row.
     """
-    from fgviz.attention import psm_select_qk
+    from fgviz.core.attention import psm_select_qk
 
     vit = model.vit
     H, N = vit.blocks[0].attn.num_heads, model.num_tokens
@@ -214,7 +214,7 @@ def peak_rss_explain(quick: bool) -> float:
     """Peak resident memory (GB) of a fresh process doing one paper-size TransFG explain on CPU."""
     cfg = paper_models(quick)["transfg"]
     code = (
-        "import json,resource,sys,numpy as np,torch;from fgviz.models import create_model;"
+        "import json,resource,sys,numpy as np,torch;from fgviz.methods import create_model;"
         f"m=create_model('transfg',**json.loads('{json.dumps(cfg)}')).eval();"
         "H,W=m.config.img_size;img=(np.random.default_rng(0).random((H,W,3))*255).astype(np.uint8);"
         "m.explain(img);"
@@ -261,9 +261,10 @@ def bench_slider(quick: bool, repeats: int = 30) -> dict[str, Any]:
     """Layer-slider re-render from the cached explanation (what the app's slider calls), paper-size TransFG."""
     import tempfile
 
-    from fgviz import views
-    from fgviz.hub import save_model
-    from fgviz.session import Explorer
+    from fgviz.explorer import analysis as views
+    from fgviz.explorer.session import Explorer
+    from fgviz.viz.panels import Style
+    from fgviz.weights.format import save_model
 
     torch.manual_seed(0)
     cfg = paper_models(quick)["transfg"]
@@ -275,7 +276,7 @@ def bench_slider(quick: bool, repeats: int = 30) -> dict[str, Any]:
     key = explorer.explain(explorer.add_image(image), str(folder), "transfg")
     forwards = explorer.forward_count
     analysis = explorer.analysis(key)
-    style = views.Style()
+    style = Style()
     L = analysis.L
     views.layer_view(analysis, L, style)  # warm-up
     times = []

@@ -15,9 +15,10 @@ import argparse
 
 import numpy as np
 
-from fgviz import metrics
+from fgviz.core import metrics
 from fgviz.data import synthetic
-from fgviz.evaluate import HELD_OUT_SEED, dppm_oracle_box
+from fgviz.methods.rams_trans.views import dppm_oracle_box
+from fgviz.training.evaluate import HELD_OUT_SEED
 
 GRIDS = ((96, 8), (96, 12), (96, 16), (128, 16), (128, 32))  # (image side, patch)
 

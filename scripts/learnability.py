@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
+from fgviz.core.geometry import token_boxes
+from fgviz.core.metrics import part_hit_rate
 from fgviz.data.synthetic import attributes, class_variants, make_sample, num_classes
-from fgviz.metrics import part_hit_rate, token_boxes
 
 MEAN = STD = 0.5
 

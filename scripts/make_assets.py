@@ -2,8 +2,8 @@
 
     python scripts/make_assets.py            # writes assets/{birds,cars}_*.jpg
 
-Each JPEG carries its generator arguments in the comment (`fgviz.imageio.SYNTHETIC_KEY`), so the app can rebuild the
-deciding-part ground truth for the pointing game when one of them (or any tagged generator image) is uploaded.
+Each JPEG carries its generator arguments in the comment (`fgviz.core.imageio.SYNTHETIC_KEY`), so the app can rebuild
+the deciding-part ground truth for the pointing game when one of them (or any tagged generator image) is uploaded.
 The images are larger than the demo models' inputs (384 px vs 96-128 px), like a real photo that the model resizes.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fgviz.core.imageio import save_tagged, synthetic_tag  # noqa: E402
 from fgviz.data.synthetic import make_sample  # noqa: E402
-from fgviz.imageio import save_tagged, synthetic_tag  # noqa: E402
 
 SEED = 7  # a stream used by no training or test split
 SIZE = 384

@@ -3,8 +3,8 @@
     python scripts/tasn_filter_effect.py [--n 50] [weights/tasn-birds-demo ...]
 
 The official ``Structure_Att`` counts each distinct trilinear-map energy once, but applies flags computed in sorted
-order to the channels in their own order (docs/methods.md 3.4, `fgviz.sampling.unique_energy_mask`). Ties come from
-dead feature channels: their trilinear maps are identical. Prints, as markdown, the relative L1 difference between
+order to the channels in their own order (docs/methods.md 3.4, `fgviz.core.sampling.unique_energy_mask`). Ties come
+from dead feature channels: their trilinear maps are identical. Prints, as markdown, the relative L1 difference between
 the structure maps (before the resize and the squaring) and the largest distance between the structure sampling grids
 in output samples:
 - on 512-channel random ReLU features (28x28, as the paper's attention net) with 0, 8 and 64 dead channels;
@@ -18,10 +18,10 @@ import argparse
 import numpy as np
 import torch
 
+from fgviz.core.sampling import sampling_coords, structure_detail, trilinear_attention
 from fgviz.data import synthetic
-from fgviz.evaluate import HELD_OUT_SEED, _domain
-from fgviz.hub import load_folder
-from fgviz.sampling import sampling_coords, structure_detail, trilinear_attention
+from fgviz.training.evaluate import HELD_OUT_SEED, domain_of
+from fgviz.weights.format import load_folder
 
 
 def samples_apart(a: np.ndarray, b: np.ndarray) -> float:
@@ -65,7 +65,7 @@ def main() -> None:
         print(_line(f"random ReLU features, {dead} dead of 512", rows))
     for folder in args.models:
         model = load_folder(folder).eval()
-        domain = _domain(model)
+        domain = domain_of(model)
         H, W = model.config.img_size
         rows = []
         for i in range(args.n):
@@ -81,7 +81,8 @@ def main() -> None:
 def _line(name: str, rows: list[dict[str, float]]) -> str:
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     worst = {k: float(np.max([r[k] for r in rows])) for k in rows[0]}
-    return (f"| {name} | {mean['tied channels']:.1f} | {100 * mean['L1 mxnet']:.2f} % | {100 * mean['L1 plain']:.2f} % "
+    return (f"| {name} | {mean['tied channels']:.1f} | {100 * mean['L1 mxnet']:.2f} % "
+            f"| {100 * mean['L1 plain']:.2f} % "
             f"| {worst['grid mxnet']:.2f} | {worst['grid plain']:.2f} |")
 
 

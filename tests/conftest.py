@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fgviz.models import create_model
+from fgviz.methods import create_model
 
 TINY_CONFIGS = {
     "transfg": dict(
@@ -15,6 +15,7 @@ TINY_CONFIGS = {
     "rams_trans": dict(
         num_classes=5, img_size=(48, 64), crop_pct=1.0, patch_size=8, embed_dim=32, depth=3, num_heads=4
     ),
+    "vit": dict(num_classes=5, img_size=(40, 52), crop_pct=1.0, patch_size=8, embed_dim=32, depth=3, num_heads=4),
     "tasn": dict(
         num_classes=5,
         img_size=(64, 72),

@@ -1,4 +1,5 @@
-"""The Gradio app: handlers called directly, the layer slider without a model, and every named endpoint end to end.
+"""The explorer: `fgviz.explorer.ui` called directly (what every control shows, that view controls run no model, that
+no panel outlives the request that made it), and the Gradio app end to end through its named endpoints.
 
 Uses the demo registry models (about 1 M parameters each, CPU) and the example images in assets/.
 """
@@ -6,6 +7,7 @@ Uses the demo registry models (about 1 M parameters each, CPU) and the example i
 from __future__ import annotations
 
 import json
+import logging
 import zipfile
 from pathlib import Path
 
@@ -16,37 +18,49 @@ import torch
 from PIL import Image
 
 import app
-from fgviz import views
-from fgviz.models import FineGrainedModel
+from fgviz.explorer import layout, views
+from fgviz.explorer import ui as U
+from fgviz.explorer.session import Explorer
+from fgviz.methods import METHODS, FineGrainedModel
+from fgviz.viz.panels import Style
 
 ROOT = Path(__file__).resolve().parents[1]
 BIRD = str(ROOT / "assets" / "birds_1.jpg")
 CAR = str(ROOT / "assets" / "cars_2.jpg")
-STYLE = ("viridis", 0.5, "shared")
+STYLE = Style("viridis", 0.5, "shared")
 NAMED = {"/explain", "/faithfulness", "/sanity", "/export"}
+SHOWN = layout.default_methods()
+VITS = [m for m in layout.attention_methods() if m in SHOWN]
 
 
 @pytest.fixture(scope="module")
-def keys() -> dict:
-    """Explain one bird through the handler (runs the three models once)."""
-    *_, k = app.explain(BIRD, "birds", "auto", "auto", "auto", *STYLE)
-    return k
+def ui():
+    u = U.UI(Explorer(device="cpu"))
+    yield u
+    u.close()
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
+def keys(ui) -> dict:
+    """One bird explained by every default method (runs each model once)."""
+    return ui.explain(BIRD, "birds", {}, SHOWN).keys
+
+
+@pytest.fixture(scope="module")
+def client(ui, tmp_path_factory):
     from gradio_client import Client
 
-    _, url, _ = app.launch(app.demo, host="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    demo = app.build_app(ui.explorer)
+    _, url, _ = app.launch(demo, host="127.0.0.1", prevent_thread_lock=True, quiet=True)
     try:
         yield Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("gradio_client")))
     finally:
-        app.demo.close()
+        demo.close()
 
 
 def _check_numbers(numbers: dict) -> None:
     """Probabilities sum to 1, top-5 is sorted and agrees with them, and every box lies inside its image."""
-    assert set(numbers) == set(app.METHODS)
+    assert set(numbers) == set(SHOWN)
     for m, n in numbers.items():
         H, W = n["image_size"]
         probs = np.asarray(n["probs"])
@@ -67,120 +81,171 @@ def _check_numbers(numbers: dict) -> None:
             assert max(rows_cols["rows"]) <= H - 1
             assert min(rows_cols["cols"]) >= 0
             assert max(rows_cols["cols"]) <= W - 1
-        scale = views.overlay.upscale_factor((H, W), views.MIN_SIZE)
-        assert n["overview_size"] == [H * scale, W * scale], m
+        assert n["made_by"].startswith(views.title(m))
     assert len(numbers["transfg"]["part_boxes"]) == len(numbers["transfg"]["part_tokens"]) > 0
     assert numbers["rams_trans"]["crop_boxes"], "the demo RAMS-Trans runs two scales, so one zoom box"
 
 
-# ---- handlers, called directly -----------------------------------------------------------------------------------
+def _images(named: dict) -> dict[str, np.ndarray]:
+    """Every image a result shows, by component name (gallery entries as name[i])."""
+    out = {}
+    for k, v in named.items():
+        if isinstance(v, np.ndarray):
+            out[k] = v
+        elif isinstance(v, list) and v and isinstance(v[0], tuple):
+            out.update({f"{k}[{i}]": im for i, (im, _) in enumerate(v)})
+    return out
 
 
-def test_explain_handler_returns_overview_images_and_numbers() -> None:
-    t, r, a, numbers, k = app.explain(CAR, "cars", "auto", "auto", "auto", *STYLE)
-    _check_numbers(numbers)
-    for img, m in zip((t, r, a), app.METHODS, strict=True):
+def _captions(named: dict) -> dict[str, str]:
+    out = {k: v for k, v in named.items() if isinstance(v, str) and k.endswith("caption")}
+    for k, v in named.items():
+        if isinstance(v, list) and v and isinstance(v[0], tuple):
+            out.update({f"{k}[{i}]": cap for i, (_, cap) in enumerate(v)})
+    return out
+
+
+# ---- what each control shows ----------------------------------------------------------------------------------
+
+
+def test_explain_returns_overview_images_and_numbers(ui) -> None:
+    res = ui.explain(CAR, "cars", {}, SHOWN)
+    _check_numbers(res.numbers)
+    for m in SHOWN:
+        img = res.mains[m]
         assert img.dtype == np.uint8
-        assert list(img.shape[:2]) == numbers[m]["overview_size"]
-    assert {app.EXPLORER.spec_of(v) for v in k.values()} == {"transfg-cars-demo", "rams_trans-cars-demo",
-                                                             "tasn-cars-demo"}
+        assert list(img.shape[:2]) == res.numbers[m]["overview_size"]
+        assert res.keys[m].spec == f"{m}-cars-demo"
+    assert res.notes == {}
 
 
-def test_explain_returns_the_same_signature_views_the_overview_tab_draws(keys) -> None:
-    """/explain draws only the three main images (main_only); they must be the Overview tab's, pixel for pixel."""
-    t, r, a, _, again = app.explain(BIRD, "birds", "auto", "auto", "auto", *STYLE)
+def test_explain_images_are_the_overview_tabs(ui, keys) -> None:
+    """/explain draws only the main images (main_only); they must be the Overview tab's, pixel for pixel."""
+    res = ui.explain(BIRD, "birds", {}, SHOWN)
+    assert res.keys == keys
+    shown = ui.render(keys, {}, SHOWN, VITS[0], STYLE)
+    for m in SHOWN:
+        np.testing.assert_array_equal(res.mains[m], shown[f"overview.{m}.main"])
+
+
+def test_explain_is_cached_per_image_model_and_parameters(ui, keys) -> None:
+    before = ui.explorer.forward_count
+    again = ui.explain(BIRD, "birds", {}, SHOWN, style=Style("magma", 0.3, "panel")).keys
     assert again == keys
-    rest = app.overview(keys, *STYLE)[1:-1]
-    for fast, full in zip((t, r, a), rest[::3], strict=True):
-        np.testing.assert_array_equal(fast, full)
-    ov = views.overview(app.expls(keys), app.style(*STYLE), main_only=True)
-    assert all(o.topk is None and len(o.panels) == 1 for o in ov.values())
+    assert ui.explorer.forward_count == before
 
 
-def test_explain_is_cached_per_image_and_model(keys) -> None:
-    before = app.EXPLORER.forward_count
-    *_, again = app.explain(BIRD, "birds", "auto", "auto", "auto", "magma", 0.3, "panel")
-    assert again == keys
-    assert app.EXPLORER.forward_count == before
+def test_every_panel_says_which_model_image_and_parameters_made_it(ui, keys) -> None:
+    shown = ui.render(keys, {}, SHOWN, VITS[0], STYLE)
+    caps = _captions(shown)
+    for m in SHOWN:
+        made_by = keys[m].describe()
+        own = {k: c for k, c in caps.items() if k.startswith((f"overview.{m}.", f"steps.{m}."))}
+        assert own, m
+        assert all(made_by in c for c in own.values()), [k for k, c in own.items() if made_by not in c]
+    assert keys[VITS[0]].describe() in shown["layers.caption"]
+    for m in SHOWN:
+        assert keys[m].image_id[:8] in keys[m].describe()
+        assert keys[m].spec in keys[m].describe()
+    assert all(views.title(m) in shown["status"] for m in SHOWN)
 
 
-def test_overview_internals_and_banner(keys) -> None:
-    out = app.overview(keys, *STYLE)
-    banner, rest, scales = out[0], out[1:-1], out[-1]
-    assert all(views.METHOD_TITLES[m] in banner and app.EXPLORER.spec_of(keys[m]) in banner for m in app.METHODS)
-    for main, gallery, fig in zip(rest[::3], rest[1::3], rest[2::3], strict=True):
-        assert main.ndim == 3
-        assert main.dtype == np.uint8
-        assert gallery
-        assert all(im.ndim == 3 for im, _ in gallery)
-        assert fig.data[0].type == "bar"
-    assert len(scales.data) == 2  # one bar chart per RAMS-Trans scale
-    t_gal, r_gal, r_md, *_, a_gal, _, a_md = app.internals(keys, *STYLE)[:8]
-    assert len(t_gal) >= 5
-    assert len(r_gal) == 5
-    assert len(a_gal) == 8
-    assert "Prediction" in r_md
-    assert "Prediction" in a_md
+def test_switching_the_model_leaves_no_panel_of_the_old_one(ui, keys) -> None:
+    """Another model for the same image: every caption names the new model and no image is carried over."""
+    res = ui.explain(BIRD, "birds", {"transfg": "transfg-cars-demo"}, SHOWN)
+    assert res.keys["transfg"].spec == "transfg-cars-demo"
+    assert res.keys["tasn"] == keys["tasn"]
+    old, new = ui.render(keys, {}, SHOWN, "transfg", STYLE), ui.render(res.keys, {}, SHOWN, "transfg", STYLE)
+    caps = _captions(new)
+    for k, c in caps.items():
+        if k.startswith(("overview.transfg.", "steps.transfg.", "layers.")):
+            assert "transfg-cars-demo" in c, k
+            assert "transfg-birds-demo" not in c, k
+    changed = [k for k, im in _images(new).items() if k.startswith("overview.transfg.")
+               and not (k in _images(old) and np.array_equal(im, _images(old)[k]))]
+    assert "overview.transfg.main" in changed
 
 
-def test_weights_banner_says_random_for_placeholders(keys) -> None:
-    e = app.EXPLORER.get(keys["transfg"])
-    note = views.weights_note(e)
-    if e.weights_kind == "random":
-        assert "random weights" in note
-        assert "meaningless" in note
-    else:
-        assert e.weights_kind in ("demo", "hub", "backbone", "local")
+def test_nothing_explained_shows_nothing(ui) -> None:
+    """No keys (before the first explain, or after a failed one): every panel of every tab is empty."""
+    empty = ui.render({}, {}, SHOWN, VITS[0], STYLE)
+    assert not _images(empty)
+    assert all(v is None for k, v in empty.items() if k.endswith((".main", ".topk", "_fig", ".figure", ".rollout")))
+    assert all(empty[f"overview.{m}.gallery"] is None for m in METHODS)
+    assert all(not empty[f"steps.{m}.gallery"] for m in METHODS)
+    assert all(empty[k] is None for k in U.EMPTY_RESULTS)
+    assert "Nothing explained" in empty["status"]
+    # and the step controls go back to a fresh page's values
+    for m in METHODS:
+        for p in METHODS[m].step_params:
+            assert empty[f"steps.{m}.controls.{p.name}"]["value"] == p.minimum
 
 
-def test_layers_tab_patch_click_and_heads(keys) -> None:
-    full = app.layers_full(keys, "transfg", 99, "mean", 0.0, "mean", None, *STYLE)
-    slider, heads, grid, stats, roll, roll_fig, to_img, by_img, patch_fig, md = full
-    L = app.EXPLORER.analysis(keys["transfg"]).L
-    assert slider["maximum"] == L
-    assert slider["value"] == L
-    assert heads["choices"] == ["mean", "max", "min", *(f"h{h + 1}" for h in range(e_heads(keys)))]
-    assert roll.dtype == np.uint8
-    assert to_img is None
-    assert by_img is None
-    assert patch_fig is None
-    assert roll_fig.data[0].type == "heatmap"
-    assert "row %{y}, col %{x}" in roll_fig.data[0].hovertemplate
-    assert grid.data[0].type == "image"
-    assert stats.data
-    evt = gr.SelectData(None, {"index": [200, 120], "value": None, "selected": True})
-    patch, _, roll, _, to_img, by_img, patch_fig, md = app.select_patch(
-        keys, "transfg", 2, "max", 0.2, "h2", *STYLE, evt)
-    e = app.EXPLORER.get(keys["transfg"])
-    r, c = views.token_rc(e, patch[1])
-    assert patch[0] == "transfg"
-    assert 0 <= r < e.grid[0]
-    assert 0 <= c < e.grid[1]
-    assert to_img.shape == by_img.shape == roll.shape
-    assert len(patch_fig.data) == 2
-    assert f"patch ({r}, {c})" in md
-    assert "heads: h2" in md
-    cleared = app.clear_patch(keys, "transfg", 2, "mean", 0.0, "mean", *STYLE)
-    assert cleared[0] is None
-    assert cleared[4] is None
+def test_render_empties_the_per_request_tabs(ui, keys) -> None:
+    shown = ui.render(keys, {}, SHOWN, VITS[0], STYLE)
+    assert all(shown[k] is None for k in U.EMPTY_RESULTS)
+    assert shown["shown"] == {}
+    assert shown["patch"] is None
 
 
-def e_heads(keys: dict) -> int:
-    return int(app.EXPLORER.get(keys["transfg"]).attn_q.shape[1])
+def test_banner_says_what_the_image_and_the_weights_are(ui, keys) -> None:
+    """An example's true class is in the banner; the real-photo warning is for real photos only."""
+    status = ui.render(keys, {}, SHOWN, VITS[0], STYLE)["status"]
+    truth, _ = ui.explorer.ground_truth(keys["tasn"])
+    assert f"true class **{truth.class_name}**" in status
+    assert "real photos" not in status
+    assert "switch the Domain" not in status
+    for m in SHOWN:
+        e = ui.explorer.get(keys[m])
+        assert e.weights_kind == "demo"
+        assert f"`{e.model_name}`" in status
+    photo = np.random.default_rng(0).integers(0, 255, (120, 160, 3), np.uint8)
+    status = ui.render(ui.explain(photo, "birds", {}, SHOWN).keys, {}, SHOWN, VITS[0], STYLE)["status"]
+    assert "no ground truth" in status
+    assert "real photos are far outside what they learned" in status
+    status = ui.render(ui.explain(CAR, "birds", {}, SHOWN).keys, {}, SHOWN, VITS[0], STYLE)["status"]
+    assert "trained on birds, not cars: switch the Domain" in status
 
 
-def test_token_under_the_click_is_the_nearest_footprint(keys) -> None:
-    e = app.EXPLORER.get(keys["transfg"])
-    s = views.overlay.upscale_factor(e.size, views.MIN_SIZE)
+def test_layers_tab_patch_click_and_heads(ui, keys) -> None:
+    an = ui.explorer.analysis(keys["transfg"])
+    full = ui.layers_view(keys, "transfg", 99, STYLE, fusion="mean", discard=0.0, heads="mean", patch=None, full=True)
+    assert full["layers.layer"]["maximum"] == an.L
+    assert full["layers.layer"]["value"] == an.L
+    assert full["layers.heads"]["choices"] == ["mean", "max", "min", *(f"h{h + 1}" for h in range(an.H))]
+    assert full["layers.rollout"].dtype == np.uint8
+    assert full["layers.attends_to"] is None
+    assert full["layers.patch_fig"] is None
+    assert full["layers.rollout_fig"].data[0].type == "heatmap"
+    assert full["layers.grid_fig"].data[0].type == "image"
+    e = ui.explorer.get(keys["transfg"])
+    f = STYLE.factor(e.size)
+    x0, y0, x1, y1 = e.token_box(e.num_prefix_tokens + 9)
+    click = ((x0 + x1 - 1) / 2 * f, (y0 + y1 - 1) / 2 * f)
+    out = ui.layers_view(keys, "transfg", 2, STYLE, fusion="max", discard=0.2, heads="h2", patch=None, click=click)
+    assert out["patch"] == ("transfg", e.num_prefix_tokens + 9)
+    r, c = e.token_rc(e.num_prefix_tokens + 9)
+    assert out["layers.attends_to"].shape == out["layers.attended_by"].shape == out["layers.rollout"].shape
+    assert len(out["layers.patch_fig"].data) == 2
+    assert f"patch at row {r}, column {c}" in out["layers.caption"]
+    assert "heads: h2" in out["layers.caption"]
+    other = ui.layers_view(keys, "rams_trans", 1, STYLE, fusion="mean", discard=0.0, heads="mean",
+                           patch=out["patch"])  # a patch of another method is not carried over
+    assert other["layers.attends_to"] is None
+
+
+def test_token_under_the_click_is_the_nearest_footprint(ui, keys) -> None:
+    e = ui.explorer.get(keys["transfg"])
+    s = STYLE.factor(e.size)
     for token in (e.num_prefix_tokens, e.num_prefix_tokens + 17, e.num_prefix_tokens + e.grid[0] * e.grid[1] - 1):
         x0, y0, x1, y1 = e.token_box(token)
-        assert views.token_at(e, (x0 + x1 - 1) / 2 * s, (y0 + y1 - 1) / 2 * s, s) == token
+        assert ui.token_at(keys, "transfg", (x0 + x1 - 1) / 2 * s, (y0 + y1 - 1) / 2 * s, STYLE) == token
 
 
-def test_moving_the_layer_slider_runs_no_model(keys, monkeypatch) -> None:
+def test_view_controls_run_no_model(ui, keys, monkeypatch) -> None:
     """Every view control re-renders from the cache: no nn.Module forward, no explain, forward_count unchanged."""
-    for vit in app.VITS:  # the first render of each setting may derive attention; still no model
-        app.layers_full(keys, vit, 1, "mean", 0.0, "mean", None, *STYLE)
+    for vit in VITS:  # the first render of each setting may derive attention; still no model
+        ui.layers(keys, vit, 1, STYLE)
     calls: list[str] = []
     hook = torch.nn.modules.module.register_module_forward_pre_hook(lambda m, _: calls.append(type(m).__name__))
 
@@ -188,55 +253,81 @@ def test_moving_the_layer_slider_runs_no_model(keys, monkeypatch) -> None:
         raise AssertionError("a view control ran a model")
 
     monkeypatch.setattr(FineGrainedModel, "explain", no_model)
-    before = app.EXPLORER.forward_count
+    before = ui.explorer.forward_count
     try:
-        for vit in app.VITS:
-            L = app.EXPLORER.analysis(keys[vit]).L
-            for layer in range(1, L + 1):  # the slider's release event
-                out = app.layers_fast(keys, vit, layer, "mean", 0.0, "mean", None, *STYLE)
-                assert out[0].dtype == np.uint8
-                assert f"1..{layer} of {L}" in out[-1]
-            patch = [vit, app.EXPLORER.get(keys[vit]).num_prefix_tokens + 5]
+        for vit in VITS:
+            L = ui.explorer.analysis(keys[vit]).L
+            for layer in range(1, L + 1):  # the slider
+                out = ui.layers_view(keys, vit, layer, STYLE, fusion="mean", discard=0.0, heads="mean", patch=None)
+                assert out["layers.rollout"].dtype == np.uint8
+                assert f"1..{layer} of {L}" in out["layers.caption"]
+            patch = (vit, ui.explorer.get(keys[vit]).num_prefix_tokens + 5)
             for fusion in ("mean", "max", "min"):
                 for layer in (1, L):
-                    app.layers_fast(keys, vit, layer, fusion, 0.3, "h1", patch, *STYLE)
-            app.layers_full(keys, vit, L, "min", 0.3, "max", patch, "cividis", 0.8, "panel")
-            assert app.layer_stats(keys, vit).data
-        app.overview(keys, "magma", 0.2, "panel")
-        app.internals(keys, *STYLE)
-        app.rams_preview(keys, 1.6, *STYLE)
-        app.tasn_preview(keys, 3.0, 2.0, 3, 48, 5, *STYLE)
+                    ui.layers_view(keys, vit, layer, STYLE, fusion=fusion, discard=0.3, heads="h1", patch=patch)
+            ui.layers_view(keys, vit, L, Style("cividis", 0.8, "panel"), fusion="min", discard=0.3, heads="max",
+                           patch=patch, full=True)
+            assert ui.layer_stats(keys, vit).data
+        ui.render(keys, {}, SHOWN, VITS[0], Style("magma", 0.2, "panel"))
+        ui.steps(keys, "rams_trans", STYLE, {"alpha": 1.6})
+        ui.steps(keys, "tasn", STYLE, {"gamma": 3.0, "dense": 2.0, "iters": 3, "out_size": 48, "detail_channel": 5})
     finally:
         hook.remove()
     assert calls == [], f"modules ran: {sorted(set(calls))}"
-    assert app.EXPLORER.forward_count == before
+    assert ui.explorer.forward_count == before
 
 
-def test_rerun_buttons_run_the_model_with_new_parameters(keys) -> None:
-    new = app.rams_rerun(keys, 1.5, 2)
+def test_rerun_runs_the_model_with_new_parameters(ui, keys) -> None:
+    new = ui.rerun(keys, "rams_trans", ui.params("rams_trans", [1.5, 2], preview_only=False))
     assert new["rams_trans"] != keys["rams_trans"]
     assert new["transfg"] == keys["transfg"]
-    assert app.EXPLORER.get(new["rams_trans"]).params["alphas"] == [1.5]
-    new = app.tasn_rerun(keys, 3.0, 2.0, 3, 48, 5)
-    p = app.EXPLORER.get(new["tasn"]).params
+    assert ui.explorer.get(new["rams_trans"]).params["alphas"] == [1.5]
+    assert "alpha 1.5" in new["rams_trans"].describe()
+    new = ui.rerun(keys, "tasn", ui.params("tasn", [3.0, 2.0, 3, 48, 5], preview_only=False))
+    p = ui.explorer.get(new["tasn"]).params
     assert (p["gamma"], p["dense"], p["iters"], p["out_size"], p["detail_channel"]) == (3.0, 2.0, 3, 48, 5)
+    assert ui.params("tasn", [3.0, 2.0, 3, 48, -1], preview_only=False)["detail_channel"] is None  # -1 = all
 
 
-def test_friendly_errors() -> None:
-    with pytest.raises(gr.Error, match="Upload"):
-        app.explain(None, "birds", "auto", "auto", "auto", *STYLE)
-    with pytest.raises(gr.Error, match="not an image"):
-        app.explain(__file__, "birds", "auto", "auto", "auto", *STYLE)
-    # a typed model that cannot be used: a warning, and the domain's registry model instead (tests/test_robustness.py)
+@pytest.mark.parametrize(("method", "values"), [("rams_trans", [1.7]), ("tasn", [2.5, 3.0, 2, 40, 7])])
+def test_a_preview_shows_what_the_rerun_computes(ui, keys, method, values) -> None:
+    """The Internals preview of new parameters and the tab after Re-run with them: the same pixels."""
+    names = [p.name for p in METHODS[method].step_params if p.preview]
+    params = dict(zip(names, values, strict=True))
+    preview = ui.steps(keys, method, STYLE, params)
+    rerun = ui.steps(ui.rerun(keys, method, params), method, STYLE)
+    assert preview.params == {**preview.params, **params}
+    for (a, ca), (b, _) in zip(preview.gallery, rerun.gallery, strict=False):
+        np.testing.assert_array_equal(a, b, err_msg=ca)
+
+
+def test_errors_are_messages(ui, keys, caplog) -> None:
+    with pytest.raises(ValueError, match="Upload"):
+        ui.explain(None, "birds", {}, SHOWN)
+    with pytest.raises(ValueError, match="Explain an image first"):
+        ui.rerun({}, "tasn", {})
+    wrapped = app.friendly(lambda img: ui.explain(img, "birds", {}, SHOWN))
+    with caplog.at_level(logging.WARNING, logger="fgviz.app"), pytest.raises(gr.Error, match="not an image"):
+        wrapped(__file__)
+    lines = [r for r in caplog.records if r.name == "fgviz.app"]
+    assert len(lines) == 1
+    assert "not an image" in lines[0].getMessage()
+    assert lines[0].exc_info is None  # one line, no traceback
+    # a typed model that cannot be used: a note, and the domain's registry model instead (tests/test_robustness.py)
     for spec, why in [("/etc", "outside the allowed weights folders"), ("tasn-birds-demo", "is a TASN model")]:
-        with pytest.warns(UserWarning, match=why):
-            numbers = app.explain(BIRD, "birds", spec, "auto", "auto", *STYLE)[3]
-        assert numbers["transfg"]["model"] == "transfg-birds-demo"
-        assert why in numbers["transfg"]["fallback"]
+        res = ui.explain(BIRD, "birds", {"transfg": spec}, SHOWN)
+        assert res.keys["transfg"].spec == "transfg-birds-demo"
+        assert set(res.notes) == {"transfg"}
+        assert why in res.notes["transfg"]
+        assert res.numbers["transfg"]["fallback"] == res.notes["transfg"]
+        shown = ui.render(res.keys, res.notes, SHOWN, "transfg", STYLE)
+        assert shown["spec.transfg"]["value"] == "auto"  # the box shows what is explained, the banner says why
+        assert "spec.tasn" not in shown
+        assert f"⚠️ {res.notes['transfg']}" in shown["status"]
 
 
 def test_examples_cover_both_domains() -> None:
-    ex = app.examples()
+    ex = views.examples()
     for domain in ("birds", "cars"):
         files = [p for p, d in ex if d == domain]
         assert len(files) >= 3
@@ -247,25 +338,40 @@ def test_examples_cover_both_domains() -> None:
 def test_cli_flags_reach_launch(monkeypatch) -> None:
     seen = {}
     monkeypatch.setattr(app, "launch", lambda demo, **kw: seen.update(kw, demo=demo))
-    device = app.EXPLORER.device
-    try:
-        app.main(["--host", "127.0.0.1", "--port", "7999", "--share", "--device", "cpu", "--model",
-                  "weights/tasn-cars-demo"])
-    finally:
-        app.EXPLORER.device = device
+    app.main(["--host", "127.0.0.1", "--port", "7999", "--share", "--device", "cpu", "--model",
+              "weights/tasn-cars-demo"])
     assert seen["host"] == "127.0.0.1"
     assert seen["port"] == 7999
     assert seen["share"] is True
-    assert "weights/tasn-cars-demo" in app.EXPLORER.choices("tasn")
     assert isinstance(seen["demo"], gr.Blocks)
+    explorer = seen["demo"].fgviz_ui.explorer
+    assert explorer.device == "cpu"
+    assert "weights/tasn-cars-demo" in explorer.choices("tasn")
+    assert "weights/tasn-cars-demo" not in explorer.choices("transfg")
 
 
-def test_gpu_decorator_is_a_no_op_without_spaces() -> None:
+def test_importing_the_app_builds_nothing_and_gpu_is_a_no_op_without_spaces() -> None:
+    assert "demo" not in vars(app)
     try:
         import spaces  # noqa: F401
     except ImportError:
-        assert app.gpu_explain.__name__ == "gpu_explain"
         assert app.GPU(len) is len
+
+
+def test_the_page_has_a_column_and_a_tab_per_method() -> None:
+    """The layout comes from the registry: adding a method adds its column, dropdown and Internals tab."""
+    names = set()
+
+    def walk(nodes):
+        for n in nodes:
+            if n.name:
+                names.add(n.name)
+            walk(n.children)
+
+    walk(layout.page({m: ["auto"] for m in METHODS}, {}, ("birds", "cars")))
+    for m in METHODS:
+        assert {f"overview.{m}.main", f"overview.{m}.col", f"spec.{m}"} <= names
+        assert all(f"steps.{m}.controls.{p.name}" in names for p in METHODS[m].step_params)
 
 
 # ---- end to end: launch, then every named endpoint with gradio_client -------------------------------------------
@@ -274,14 +380,19 @@ def test_gpu_decorator_is_a_no_op_without_spaces() -> None:
 def test_named_endpoints_are_documented(client) -> None:
     api = client.view_api(print_info=False, return_format="dict")
     assert set(api["named_endpoints"]) == NAMED
+    params = [p["parameter_name"] for p in api["named_endpoints"]["/explain"]["parameters"]]
+    assert params[:2] == ["image", "domain"]
+    assert all(f"{m}_model" in params for m in METHODS)
+    notes = views.notes()
+    assert all(notes.get(f"api {n.strip('/')}") for n in NAMED)
 
 
 def test_e2e_explain(client) -> None:
     from gradio_client import handle_file
 
-    t, r, a, numbers = client.predict(handle_file(BIRD), "birds", api_name="/explain")
+    *paths, numbers = client.predict(handle_file(BIRD), "birds", api_name="/explain")
     _check_numbers(numbers)
-    for path, m in zip((t, r, a), app.METHODS, strict=True):
+    for path, m in zip(paths, SHOWN, strict=True):
         with Image.open(path) as im:
             assert im.format == "PNG"
             assert im.mode == "RGB"
@@ -301,6 +412,7 @@ def test_e2e_faithfulness_and_sanity(client) -> None:
     assert numbers["pointing"] is not None
     assert 0 <= numbers["pointing"]["energy"] <= 1
     assert "Deletion AUC" in md
+    assert numbers["made_by"] in md
     assert json.loads(fig["plot"])["data"]
     img, md, numbers = client.predict(handle_file(BIRD), "birds", method="transfg", map_name="rollout",
                                       api_name="/sanity")
@@ -310,27 +422,38 @@ def test_e2e_faithfulness_and_sanity(client) -> None:
         assert im.width > im.height  # two panels side by side
 
 
-def test_exports_do_not_pile_up_on_disk(keys, monkeypatch) -> None:
-    monkeypatch.setattr(app, "MAX_EXPORTS", 2)
-    paths = [Path(app.export(keys, BIRD, "birds", "auto", "auto", "auto", *STYLE, "mean", 0.0)) for _ in range(3)]
+def test_exports_do_not_pile_up_on_disk(ui, keys, monkeypatch) -> None:
+    monkeypatch.setattr(U, "MAX_EXPORTS", 2)
+    paths = [ui.export(keys, STYLE) for _ in range(3)]
     assert not paths[0].exists()
     assert paths[1].exists() and paths[2].exists()
     assert zipfile.is_zipfile(paths[2])
-    assert len(list(Path(app.EXPORTS.name).iterdir())) == 2
+    assert len(list(Path(ui._exports.name).iterdir())) == 2
 
 
 def test_e2e_export(client) -> None:
+    """Every figure at >= 1024 px, listed in the manifest; the Faithfulness result shown for this image joins, one
+    shown for another image does not."""
     from gradio_client import handle_file
 
+    client.predict(handle_file(BIRD), "birds", method="tasn", map_name="structure", steps=4, api_name="/faithfulness")
     path = client.predict(handle_file(CAR), "cars", api_name="/export")
     with zipfile.ZipFile(path) as z:
-        names = z.namelist()
-        doc = json.loads(z.read("numbers.json"))
+        names = set(z.namelist())
+        manifest = json.loads(z.read("manifest.json"))
+        numbers = json.loads(z.read("numbers.json"))
         pngs = [n for n in names if n.endswith(".png")]
         assert len(pngs) >= 30
-        assert set(doc["figures"]) == set(pngs)
-        Image.open(z.open(pngs[0])).verify()
-    assert set(doc["methods"]) == set(app.METHODS)
+        assert {f["file"] for f in manifest["files"]} == names - {"manifest.json", "numbers.json", "charts/plotly.min.js"}
+        for n in pngs:
+            with Image.open(z.open(n)) as im:
+                assert max(im.size) >= 1024, n
+    assert set(numbers["methods"]) == set(SHOWN)  # the bird's Faithfulness result is not the car's
+    client.predict(handle_file(CAR), "cars", method="tasn", map_name="structure", steps=4, api_name="/faithfulness")
+    with zipfile.ZipFile(client.predict(handle_file(CAR), "cars", api_name="/export")) as z:
+        numbers = json.loads(z.read("numbers.json"))
+        assert numbers["methods"]["faithfulness"]["made_by"] == numbers["made_by"]["tasn"]
+        assert any(n.startswith("faithfulness/") for n in z.namelist())
 
 
 def test_e2e_bad_upload_gets_a_clear_message(client, tmp_path) -> None:
@@ -365,7 +488,7 @@ def _saved(im: Image.Image, path: Path, **kw) -> Path:
 
 
 def test_decoder_accepts_every_common_kind_of_image(tmp_path) -> None:
-    from fgviz.imageio import decode_image
+    from fgviz.core.imageio import decode_image
 
     ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)  # 0..65520
     sixteen = decode_image(_saved(Image.fromarray(ramp), tmp_path / "g16.png"))
@@ -408,7 +531,7 @@ def test_decoder_accepts_every_common_kind_of_image(tmp_path) -> None:
     ],
 )
 def test_decoder_refuses_with_a_clear_message(data, message, tmp_path) -> None:
-    from fgviz.imageio import ImageError, decode_image
+    from fgviz.core.imageio import ImageError, decode_image
 
     if data is None:
         data = (_saved(Image.new("RGB", (1, 1)), tmp_path / "one.png")).read_bytes()
@@ -421,7 +544,7 @@ def test_decoder_refuses_with_a_clear_message(data, message, tmp_path) -> None:
 
 
 def test_models_from_the_environment(monkeypatch) -> None:
-    from fgviz.session import Explorer, env_specs
+    from fgviz.explorer.session import Explorer, env_specs
 
     monkeypatch.setenv("FGVIZ_MODELS", "weights/transfg-cars-demo, org/fine-tuned-transfg@v1 ,")
     assert env_specs() == ["weights/transfg-cars-demo", "org/fine-tuned-transfg@v1"]

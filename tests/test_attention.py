@@ -1,4 +1,4 @@
-"""fgviz.attention against naive float64 re-statements of the formulas (full N x N products, loops, flood fill)."""
+"""fgviz.core.attention against naive float64 re-statements of the formulas (full N x N products, loops, fills)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch.overrides import TorchFunctionMode
 
-from fgviz import attention as A
+from fgviz.core import attention as A
 
 # ---------------------------------------------------------------- helpers
 

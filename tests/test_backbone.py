@@ -1,4 +1,4 @@
-"""fgviz.backbone: timm Hub checkpoints wrapped as TransFG, RAMS-Trans or TASN, from fake repos on disk (offline)."""
+"""fgviz.weights.timm_backbones: timm Hub checkpoints wrapped as fgviz methods, from fake repos on disk (offline)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import timm
 import torch
 from timm.models._hub import save_for_hf
 
-from fgviz import hub
-from fgviz.backbone import init_from_timm, load_timm_backbone
-from fgviz.explanation import Explanation
-from fgviz.models import create_model
-from fgviz.models.rams_trans import RAMSTrans
-from fgviz.models.tasn import TASN, TASNConfig
-from fgviz.models.transfg import TransFG
+from fgviz.core.explanation import Explanation
+from fgviz.methods import create_model
+from fgviz.methods.rams_trans.model import RAMSTrans
+from fgviz.methods.tasn.model import TASN, TASNConfig
+from fgviz.methods.transfg.model import TransFG
+from fgviz.weights import hub, timm_backbones
+from fgviz.weights.format import save_model
+from fgviz.weights.timm_backbones import init_from_timm, load_timm_backbone
 
 VIT = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
 RESNET = "resnet18.tv_in1k"
@@ -48,7 +49,7 @@ def make_repo(
 
 @pytest.fixture
 def fake_hub(tmp_path, monkeypatch):
-    """Route fgviz.hub.hub_download to tmp_path/<repo>/<file>, with hub_download's error for a missing file."""
+    """Route timm_backbones' hub_download to tmp_path/<repo>/<file>, with hub_download's error for a missing file."""
     calls = []
 
     def fake(repo_id, filename, revision, *, what):
@@ -58,7 +59,7 @@ def fake_hub(tmp_path, monkeypatch):
             raise hub.WeightsError(f"{what}: repo {repo_id!r} on the Hub has no {filename}")
         return path
 
-    monkeypatch.setattr(hub, "hub_download", fake)
+    monkeypatch.setattr(timm_backbones, "hub_download", fake)
     hub.clear_cache()
     return tmp_path, calls
 
@@ -77,11 +78,11 @@ def test_vit_as_transfg_is_the_pretrained_vit(vit_repo, test_image):
     assert model.weights_kind == "backbone"
     assert sorted(f for _, f in calls) == ["config.json", "model.safetensors"]  # nothing else, never a pickle
     assert all(r == f"timm/{VIT}" for r, _ in calls)
-    assert "not fine-tuned for transfg" in model.provenance["description"]
+    assert "not fine-tuned for TransFG" in model.provenance["description"]
     c = model.config
     assert (c.patch_size, c.stride, c.img_size, c.num_heads, c.depth) == (16, 16, (64, 64), 3, 2)
-    assert c.mean == (0.5, 0.5, 0.5)
-    assert c.crop_pct == pytest.approx(0.9)
+    assert model.pretrained_cfg.mean == (0.5, 0.5, 0.5)
+    assert model.pretrained_cfg.crop_pct == pytest.approx(0.9)
     assert model.labels[0].startswith("tench")
     assert len(model.labels) == 1000
     own, ref = model.vit.state_dict(), src.state_dict()
@@ -118,9 +119,9 @@ def test_resnet_as_tasn(fake_hub, test_image):
     model = load_timm_backbone(f"timm:{RESNET}")
     assert isinstance(model, TASN)
     assert model.weights_kind == "backbone"
-    assert "not fine-tuned for tasn" in model.provenance["description"]
+    assert "not fine-tuned for TASN" in model.provenance["description"]
     c = model.config
-    assert (c.att_size, c.out_size, c.img_size, c.crop_pct) == (64, 64, (146, 146), 0.875)
+    assert (c.att_size, c.out_size, c.img_size, model.pretrained_cfg.crop_pct) == (64, 64, (146, 146), 0.875)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model.fc(model.backbone(x)), src(x))  # prediction head = pretrained ResNet
@@ -135,7 +136,7 @@ def test_resnet_as_tasn(fake_hub, test_image):
     assert expl.probs.shape == (1000,)
     assert expl.weights_kind == "backbone"
     # a backbone model saved in fgviz format loads back strictly
-    out = hub.save_model(model, root / "saved", provenance=model.provenance)
+    out = save_model(model, root / "saved", provenance=model.provenance)
     again = hub.load(str(out), device="cpu", cache=False)
     assert again.weights_kind == "backbone"
     assert all(
@@ -170,10 +171,10 @@ def test_backbone_errors(fake_hub):
     with pytest.raises(hub.WeightsError, match=r"no model\.safetensors"):
         load_timm_backbone("resnet18.pickle_only")
     make_repo(root, RESNET, "resnet18", legacy_config={"input_size": [3, 32, 32]})
-    with pytest.raises(hub.WeightsError, match="transfg needs a ViT"):
+    with pytest.raises(hub.WeightsError, match="is a ResNet; transfg wraps ViT checkpoints"):
         load_timm_backbone(RESNET, method="transfg")
     with pytest.raises(KeyError, match="unknown method"):
-        load_timm_backbone(RESNET, method="vit")
+        load_timm_backbone(RESNET, method="vgg")
     make_repo(root, "resnet18d.test", "resnet18d", legacy_config={"input_size": [3, 32, 32]})
     with pytest.raises(hub.WeightsError, match="not a plain timm module"):
         load_timm_backbone("resnet18d.test")  # deep stem: not TASN's ResNet
@@ -243,5 +244,5 @@ def test_init_from_timm_for_training(fake_hub):
     assert torch.equal(tasn.backbone.conv1.weight, r18.conv1.weight)
     assert any(k.startswith("att_net.") for k in left)
     assert not any(k.startswith("backbone.") for k in left)
-    with pytest.raises(hub.WeightsError, match="needs a ViT"):
+    with pytest.raises(hub.WeightsError, match="needs a timm VisionTransformer, got ResNet"):
         init_from_timm(tf, RESNET)

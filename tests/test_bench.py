@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from fgviz.attention import psm_select
 from fgviz.bench import bench_psm, main, official_psm, random_attention
+from fgviz.core.attention import psm_select
 
 
 def test_official_psm_reference_agrees_with_psm_select():
@@ -28,7 +28,7 @@ def test_quick_mode_writes_the_table(tmp_path):
 
 def test_kept_attention_alternative_selects_the_same_tokens_and_restores_the_blocks():
     from fgviz.bench import forward_keeping_attention
-    from fgviz.models import create_model
+    from fgviz.methods import create_model
 
     torch.manual_seed(3)
     model = create_model("transfg", num_classes=5, img_size=(48, 48), crop_pct=1.0, patch_size=16, stride=12,

@@ -1,42 +1,49 @@
-"""Headless Chromium: load the page, run an example, and check that every Overview panel shows an image.
+"""Headless Chromium against the running app: what a class sees, at desktop (1400 px) and phone (400 px) width.
 
-Saves `docs/screenshot.png` for the README. Needs Debian's `chromium` and `chromium-driver` (`apt-get install -y
-chromium chromium-driver`) and `selenium`; without them the test is skipped, except under CI (env CI set), where a
-missing browser is a failure. The browser is sandboxed from the network: only the app on 127.0.0.1 is loaded.
+One test per problem the explorer once had (issue 15): stale panels after a switch, panels of an earlier image after
+an error, the keyboard-driven layer slider, the Domain radio, cut gallery captions, the unshaded edge strip of the
+TransFG overlay, tabs hidden on a phone. Saves screenshots of every tab at both widths in docs/screenshots/ (and the
+README's docs/screenshot.png).
+
+Needs Debian's `chromium` and `chromium-driver` (`apt-get install -y chromium chromium-driver`) and `selenium`;
+without them the tests are skipped, except under CI (env CI set), where a missing browser is a failure. The browser
+is sandboxed from the network: only the app on 127.0.0.1 is loaded.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import os
 import shutil
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
+from fgviz.explorer.layout import default_methods
+from fgviz.viz.panels import Style
+
 ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "docs" / "screenshots"
 SCREENSHOT = ROOT / "docs" / "screenshot.png"
-METHODS = ("transfg", "rams_trans", "tasn")
-TIMEOUT_S = 90
+BIRD = ROOT / "assets" / "birds_1.jpg"
+SHOWN = default_methods()
+TABS = ("Overview", "Layers and heads", "Internals", "Faithfulness", "Export", "About")
+TIMEOUT_S = 120
 
 pytestmark = pytest.mark.browser
 
 
 def _find(*names: str) -> str | None:
-    for n in names:
-        path = shutil.which(n)
-        if path:
-            return path
-    return None
+    return next((p for p in map(shutil.which, names) if p), None)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    chromium = _find("chromium", "chromium-browser", "google-chrome")
-    driver_bin = _find("chromedriver")
+def _driver(phone: bool):
+    chromium, driver_bin = _find("chromium", "chromium-browser", "google-chrome"), _find("chromedriver")
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
@@ -53,74 +60,351 @@ def browser():
     opts.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-                "--window-size=1400,1000", "--hide-scrollbars", "--force-device-scale-factor=1"):
+                "--hide-scrollbars", "--force-device-scale-factor=1"):
         opts.add_argument(arg)
+    if phone:
+        opts.add_experimental_option("mobileEmulation", {"deviceMetrics": {"width": 400, "height": 900,
+                                                                           "pixelRatio": 1}})
+    else:
+        opts.add_argument("--window-size=1400,1000")
     driver = webdriver.Chrome(options=opts, service=Service(driver_bin))
     driver.set_page_load_timeout(TIMEOUT_S)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+    return driver
 
 
 @pytest.fixture(scope="module")
-def url():
+def served():
     import app
 
-    _, local_url, _ = app.launch(app.demo, host="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    demo = app.build_app()
+    _, url, _ = app.launch(demo, host="127.0.0.1", prevent_thread_lock=True, quiet=True)
     try:
-        yield local_url
+        yield url, demo.fgviz_ui
     finally:
-        app.demo.close()
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def desktop(served):
+    d = _driver(phone=False)
+    try:
+        yield d
+    finally:
+        d.quit()
+
+
+@pytest.fixture(scope="module")
+def phone(served):
+    d = _driver(phone=True)
+    try:
+        yield d
+    finally:
+        d.quit()
 
 
 def _wait(driver, script: str, what: str, timeout: float = TIMEOUT_S):
-    """Poll a JS expression until it is truthy (auto-retrying assertion on the visible DOM)."""
+    """Poll a JS expression until it is truthy (an auto-retrying assertion on the visible DOM)."""
     end = time.monotonic() + timeout
+    value = None
     while time.monotonic() < end:
         value = driver.execute_script(script)
         if value:
             return value
         time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last value {value!r})")
 
 
-def _loaded_images(selector: str) -> str:
+def _text(driver, selector: str) -> str:
+    return driver.execute_script(f"const e = document.querySelector({selector!r}); return e ? e.innerText : ''")
+
+
+def _loaded(selector: str) -> str:
     return (f"return Array.from(document.querySelectorAll({selector!r}))"
             ".filter(i => i.complete && i.naturalWidth > 0).length")
 
 
-def test_example_fills_every_overview_panel(browser, url) -> None:
-    browser.get(url)
-    _wait(browser, "return document.querySelectorAll('button.gallery-item').length", "the examples")
-    examples = browser.find_elements("css selector", "button.gallery-item")
-    assert len(examples) >= 6
-    examples[0].click()  # the first bird: fills the inputs, then the app explains it
-    for m in METHODS:
-        _wait(browser, _loaded_images(f"#ov-{m} img"), f"the {m} signature view")
-        _wait(browser, _loaded_images(f"#ov-gal-{m} img"), f"the {m} panels")
-        _wait(browser, f"return document.querySelector('#ov-top-{m} .js-plotly-plot .bars, #ov-top-{m} .main-svg')",
-              f"the {m} top-5 chart")
-    banner = browser.find_element("css selector", ".fg-banner").text
-    assert all(t in banner for t in ("TransFG", "RAMS-Trans", "TASN"))
-    sizes = browser.execute_script(
-        "return ['transfg','rams_trans','tasn'].map(m => document.querySelector('#ov-' + m + ' img').naturalWidth)")
-    assert all(s >= 256 for s in sizes), sizes
+def _idle(driver) -> None:
+    """Wait until no request is pending (Gradio marks pending outputs with .pending / a progress bar)."""
+    time.sleep(0.5)
+    _wait(driver, "return !document.querySelector('.pending, .progress-bar, .eta-bar')", "the app to go idle")
 
-    # Screenshot for the README: from the top to the end of the Overview row, once the layout stops moving.
-    bottom_js = ("return Math.ceil(Math.max(...['transfg','rams_trans','tasn'].map(m => "
-                 "document.querySelector('#ov-gal-' + m).closest('.column').getBoundingClientRect().bottom))"
-                 " + window.scrollY)")
-    bottom, previous = browser.execute_script(bottom_js), -1
-    while bottom != previous:
+
+def _open(driver, url: str) -> None:
+    driver.get(url)
+    _wait(driver, "return document.querySelectorAll('button.gallery-item').length >= 6", "the examples")
+
+
+def _example(driver, index: int = 0) -> None:
+    """Click an example (fills the image and the domain, then explains) and wait for every Overview column."""
+    before = _text(driver, "#fg-status")
+    driver.find_elements("css selector", "button.gallery-item")[index].click()
+    _wait(driver, f"const t = document.querySelector('#fg-status').innerText; return t !== {before!r} && "
+                  "t.includes('Image')", "the banner of the new image")
+    for m in SHOWN:  # the src (a phone lazy-loads images below the fold)
+        _wait(driver, f"const i = document.querySelector('#ov-{m} img'); return i && i.getAttribute('src')",
+              f"the {m} signature view")
+    _idle(driver)
+
+
+def _tab(driver, label: str) -> None:
+    buttons = [b for b in driver.find_elements("css selector", "button[role=tab]") if b.text.strip() == label]
+    assert buttons, f"no visible tab {label!r}"
+    buttons[0].click()
+    time.sleep(0.5)
+
+
+def _radio(driver, elem_id: str, label: str) -> None:
+    driver.execute_script(f"Array.from(document.querySelectorAll('#{elem_id} label')).find(l => l.innerText.trim() "
+                          f"=== {label!r}).click()")
+
+
+def _toast(driver, text: str) -> str:
+    return _wait(driver, "return Array.from(document.querySelectorAll('.toast-body, .toast-wrap'))"
+                         f".map(t => t.innerText).find(t => t.includes({text!r}))", f"an error toast with {text!r}")
+
+
+def _shot(driver, name: str) -> Path:
+    """A JPEG of the whole page (up to 6000 px tall) in docs/screenshots/."""
+    time.sleep(1.0)
+    width = driver.execute_script("return document.documentElement.scrollWidth")
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "jpeg", "quality": 80, "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": width, "height": min(height, 6000), "scale": 1}})
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.jpg"
+    path.write_bytes(base64.b64decode(shot["data"]))
+    img = np.asarray(Image.open(path).convert("RGB"))
+    assert img.std() > 10, f"{name}: a blank page"
+    return path
+
+
+def _image_at(driver, selector: str) -> np.ndarray:
+    """The pixels of an image the page shows (fetched from its src, as the browser did)."""
+    src = driver.execute_script(f"return document.querySelector({selector!r}).src")
+    if src.startswith("data:"):
+        data = base64.b64decode(src.split(",", 1)[1])
+    else:
+        data = httpx.get(src, timeout=30).content
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+# ---- desktop ----------------------------------------------------------------------------------------------------
+
+
+def test_example_fills_every_overview_panel(desktop, served) -> None:
+    url, _ = served
+    _open(desktop, url)
+    _example(desktop, 0)
+    for m in SHOWN:
+        _wait(desktop, _loaded(f"#ov-gal-{m} img"), f"the {m} panels")
+        _wait(desktop, f"return document.querySelector('#ov-top-{m} .main-svg')", f"the {m} top-5 chart")
+    status = _text(desktop, "#fg-status")
+    assert all(t in status for t in ("TransFG", "RAMS-Trans", "TASN", "true class"))
+    sizes = desktop.execute_script(f"return {list(SHOWN)!r}.map(m => document.querySelector('#ov-' + m + ' img')"
+                                   ".naturalWidth)")
+    assert all(s >= 384 for s in sizes), sizes
+    bottom_js = ("return Math.ceil(Math.max(...%r.map(m => document.querySelector('#ov-gal-' + m)"
+                 ".closest('.column').getBoundingClientRect().bottom)) + window.scrollY)" % list(SHOWN))
+    bottom, previous = desktop.execute_script(bottom_js), -1
+    while bottom != previous:  # the README screenshot: top of the page to the end of the Overview row
         time.sleep(1.0)
-        previous, bottom = bottom, browser.execute_script(bottom_js)
-    width = browser.execute_script("return document.documentElement.scrollWidth")
-    shot = browser.execute_cdp_cmd("Page.captureScreenshot", {
+        previous, bottom = bottom, desktop.execute_script(bottom_js)
+    width = desktop.execute_script("return document.documentElement.scrollWidth")
+    shot = desktop.execute_cdp_cmd("Page.captureScreenshot", {
         "format": "png", "captureBeyondViewport": True,
         "clip": {"x": 0, "y": 0, "width": width, "height": min(bottom + 24, 4000), "scale": 1}})
     SCREENSHOT.parent.mkdir(exist_ok=True)
     SCREENSHOT.write_bytes(base64.b64decode(shot["data"]))
-    shot = np.asarray(Image.open(SCREENSHOT).convert("RGB"))
-    assert shot.shape[1] >= 1200
-    assert shot.std() > 10
+
+
+def test_gallery_images_and_captions_are_whole(desktop, served) -> None:
+    """Item 5: every panel whole in its box and its caption in full (the RAMS caption carries scale 2's answer)."""
+    url, _ = served
+    _open(desktop, url)
+    _example(desktop, 0)
+    _wait(desktop, _loaded("#ov-gal-rams_trans img"), "the RAMS-Trans panels")
+    cut = desktop.execute_script("""
+        const bad = [];
+        for (const item of document.querySelectorAll('.fg-gallery .thumbnail-item')) {
+          const box = item.getBoundingClientRect(), img = item.querySelector('img'), cap = item.querySelector('.caption-label');
+          if (img) { const r = img.getBoundingClientRect();
+            if (r.width < 2 || r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1 || r.bottom > box.bottom + 1)
+              bad.push('image ' + img.src.slice(-20)); }
+          if (!cap || cap.offsetHeight === 0 || cap.scrollWidth > cap.clientWidth + 1 || cap.scrollHeight > cap.clientHeight + 1)
+            bad.push('caption ' + (cap ? cap.innerText.slice(0, 40) : 'missing'));
+        }
+        return bad;""")
+    assert cut == []
+    caps = desktop.execute_script("return Array.from(document.querySelectorAll('#ov-gal-rams_trans .caption-label'))"
+                                  ".map(c => c.innerText)")
+    assert any("scale 2 says" in c for c in caps), caps
+    _shot(desktop, "desktop_overview")
+
+
+def test_domain_radio_explains_with_the_other_models(desktop, served) -> None:
+    """Item 7: the Domain radio re-explains at once; every caption names the new models."""
+    url, _ = served
+    _open(desktop, url)
+    _example(desktop, 0)
+    _radio(desktop, "domain", "cars")
+    _wait(desktop, "return document.querySelector('#fg-status').innerText.includes('transfg-cars-demo')",
+          "the banner to name the car models")
+    _idle(desktop)
+    for m in SHOWN:
+        cap = _text(desktop, f"#ov-cap-{m}")
+        assert f"{m}-cars-demo" in cap, cap
+        assert "birds-demo" not in cap, cap
+    assert "switch the Domain" in _text(desktop, "#fg-status")  # a bird explained by the car models says so
+
+
+def test_no_result_of_another_image_or_method_stays_on_screen(desktop, served) -> None:
+    """Item 1: Faithfulness results are cleared by a new explain and by another method; each names its maker."""
+    url, _ = served
+    _open(desktop, url)
+    _example(desktop, 0)
+    _tab(desktop, "Faithfulness")
+    desktop.find_element("xpath", "//button[contains(., 'Deletion / insertion')]").click()
+    _wait(desktop, "return document.querySelector('#faith-summary').innerText.includes('Deletion AUC')",
+          "the deletion/insertion result")
+    assert "transfg-birds-demo" in _text(desktop, "#faith-summary")
+    _shot(desktop, "desktop_faithfulness")
+    _radio(desktop, "domain", "cars")  # a new explanation: the bird models' result must go
+    _wait(desktop, "return !document.querySelector('#faith-summary').innerText.includes('Deletion AUC')",
+          "the old deletion/insertion result to be cleared")
+    _idle(desktop)
+    desktop.find_element("xpath", "//button[contains(., 'Sanity check')]").click()
+    _wait(desktop, "return document.querySelector('#sanity-summary').innerText.includes('Spearman')",
+          "the sanity check")
+    assert "transfg-cars-demo" in _text(desktop, "#sanity-summary")
+    assert "Deletion AUC" not in _text(desktop, "#faith-summary")
+    _radio(desktop, "faith-method", "TASN")  # another method: TransFG's sanity result must go
+    _wait(desktop, "return !document.querySelector('#sanity-summary').innerText.includes('Spearman')",
+          "the TransFG sanity result to be cleared")
+
+
+def test_an_error_clears_every_panel(desktop, served, tmp_path) -> None:
+    """Item 2: a rejected upload leaves no panel of the previous image, in any tab, and says why once."""
+    url, _ = served
+    _open(desktop, url)
+    _example(desktop, 0)
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(tiny)
+    desktop.execute_script("document.querySelectorAll('input[type=file]').forEach(i => i.style.display = 'block')")
+    desktop.find_elements("css selector", "input[type=file]")[0].send_keys(str(tiny))
+    _toast(desktop, "at least 16x16")
+    _wait(desktop, "return document.querySelector('#fg-status').innerText.includes('Nothing shown')",
+          "the banner to say nothing is shown")
+    _idle(desktop)
+    left = desktop.execute_script("""
+        return Array.from(document.querySelectorAll('img')).filter(i => i.closest('.tabitem, .tab-content, [role=tabpanel]')
+          && !i.closest('.gallery-item, #component-examples, [data-testid=image] .upload-container') && i.naturalWidth > 0
+          && i.offsetParent !== null).map(i => i.src.slice(-30))""")
+    assert left == []
+    for m in SHOWN:
+        assert not desktop.execute_script(f"return document.querySelector('#ov-top-{m} .main-svg .bars .point')")
+        assert _text(desktop, f"#ov-cap-{m}").strip() == ""
+    for tab in TABS[1:3]:
+        _tab(desktop, tab)
+        imgs = desktop.execute_script("return Array.from(document.querySelectorAll('[role=tabpanel] img'))"
+                                      ".filter(i => i.complete && i.naturalWidth > 0 && i.offsetParent !== null)"
+                                      ".map(i => (i.closest('[id]') || {}).id + ' ' + i.src.slice(-40))")
+        assert imgs == [], tab
+
+
+def test_keyboard_moves_the_layer_slider_and_the_figures(desktop, served) -> None:
+    """Item 3: Home / arrow keys on the layer slider redraw the rollout (the caption says which layers)."""
+    from selenium.webdriver.common.keys import Keys
+
+    url, _ = served
+    _open(desktop, url)
+    _example(desktop, 0)
+    _tab(desktop, "Layers and heads")
+    _wait(desktop, _loaded("#layers-rollout img"), "the rollout")
+    slider = desktop.find_element("css selector", "#layers-layer input[type=range]")
+    slider.send_keys(Keys.HOME)
+    _wait(desktop, "return document.querySelector('#layers-caption').innerText.includes('layers 1..1 of')",
+          "the caption for layer 1")
+    slider.send_keys(Keys.ARROW_RIGHT)
+    _wait(desktop, "return document.querySelector('#layers-caption').innerText.includes('layers 1..2 of')",
+          "the caption for layer 2")
+    assert desktop.execute_script("return document.querySelector('#layers-layer input[type=number]').value") == "2"
+    _shot(desktop, "desktop_layers")
+
+
+def test_step_preview_follows_the_keyboard_and_marks_only_step_one(desktop, served) -> None:
+    """Item 5 (second half): moving alpha previews step 1 only; the later captions are not relabelled."""
+    from selenium.webdriver.common.keys import Keys
+
+    url, _ = served
+    _open(desktop, url)
+    _example(desktop, 0)
+    _tab(desktop, "Internals")
+    _tab(desktop, "RAMS-Trans")
+    _wait(desktop, _loaded("#steps-rams_trans img"), "the RAMS-Trans steps")
+    _shot(desktop, "desktop_internals")
+    slider = desktop.find_element("css selector", "#steps-rams_trans-alpha input[type=range]")
+    for _ in range(4):
+        slider.send_keys(Keys.ARROW_RIGHT)
+    caps = _wait(desktop, "const c = Array.from(document.querySelectorAll('#steps-rams_trans .caption-label'))"
+                          ".map(c => c.innerText); return c.some(t => t.includes('preview')) && c",
+                 "the preview captions")
+    assert all("step 1 (preview" in c for c in caps), caps
+
+
+def test_transfg_overlay_has_no_unshaded_edge(desktop, served) -> None:
+    """Item 6: the overlay on screen is the app's, and its right and bottom edges are shaded like the rest."""
+    url, ui = served
+    _open(desktop, url)
+    _example(desktop, 0)
+    shown = _image_at(desktop, "#ov-transfg img")
+    ours = ui.explain(str(BIRD), "birds", {}, SHOWN, style=Style()).mains["transfg"]
+    np.testing.assert_array_equal(shown, ours)
+    plain = ui.explain(str(BIRD), "birds", {}, SHOWN, style=Style(alpha=0.0)).mains["transfg"]
+    e = ui.explorer.get(ui.explain(str(BIRD), "birds", {}, SHOWN).keys["transfg"])
+    f = Style().factor(e.size)
+    H, W = e.size[0] * f, e.size[1] * f
+    edge = 4 * f  # the last 4 input pixels: what the 8-px patches at stride 6 do not reach at 96 px
+    for strip in (np.s_[:H, W - edge: W], np.s_[H - edge: H, :W]):
+        shaded = np.any(shown[strip] != plain[strip], axis=-1)
+        assert shaded.mean() > 0.95, shaded.mean()
+
+
+def test_every_tab_at_desktop_width(desktop, served) -> None:
+    url, _ = served
+    _open(desktop, url)
+    _example(desktop, 0)
+    for tab in ("Export", "About"):
+        _tab(desktop, tab)
+        _shot(desktop, f"desktop_{tab.lower()}")
+
+
+# ---- phone ------------------------------------------------------------------------------------------------------
+
+
+def test_phone_every_tab_is_reachable_and_figures_fill_the_width(phone, served) -> None:
+    """Item 8: at 400 px every tab is a visible button, nothing overflows sideways, the views use the width."""
+    url, _ = served
+    _open(phone, url)
+    _example(phone, 0)
+    inner = phone.execute_script("return window.innerWidth")
+    assert inner == 400
+    for tab in TABS:
+        rect = phone.execute_script(
+            "const b = Array.from(document.querySelectorAll('button[role=tab]')).find(b => b.innerText.trim() === "
+            f"{tab!r}); return b && b.offsetParent !== null ? b.getBoundingClientRect().toJSON() : null")
+        assert rect is not None, f"tab {tab!r} is not a visible button"
+        assert rect["right"] <= inner + 1, tab
+        _tab(phone, tab)
+        if tab == "Layers and heads":
+            _wait(phone, "const i = document.querySelector('#layers-rollout img'); return i && i.getAttribute('src')",
+                  "the rollout")
+            width = phone.execute_script("return document.querySelector('#layers-rollout img')"
+                                         ".getBoundingClientRect().width")
+            assert width >= 0.75 * inner, width
+        if tab == "Overview":
+            width = phone.execute_script("return document.querySelector('#ov-transfg img').getBoundingClientRect()"
+                                         ".width")
+            assert width >= 0.75 * inner, width
+        assert phone.execute_script("return document.documentElement.scrollWidth") <= inner + 1, tab
+        _shot(phone, f"phone_{tab.split()[0].lower()}")

@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 
-from fgviz.capture import record_attention
+from fgviz.core.capture import record_attention
 
 
 @pytest.fixture

@@ -11,18 +11,22 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
-from fgviz import hub
-from fgviz.convert import (
-    ConversionError,
-    convert_official_transfg,
-    init_from_vit_npz,
-    load_official_checkpoint,
-    main,
-    read_vit_npz,
-    resample_pos_embed,
-)
-from fgviz.models.rams_trans import RAMSTrans
-from fgviz.models.transfg import TransFG
+from fgviz.methods.base import ConversionError
+from fgviz.methods.rams_trans import weights as rams_weights
+from fgviz.methods.rams_trans.model import RAMSTrans
+from fgviz.methods.transfg import weights as transfg_weights
+from fgviz.methods.transfg.model import TransFG
+from fgviz.methods.vit.weights import read_vit_npz, resample_pos_embed
+from fgviz.weights import hub
+from fgviz.weights.convert import main
+
+convert_official_transfg = transfg_weights.convert_official
+load_official_checkpoint = transfg_weights.load_official_checkpoint
+
+
+def init_from_vit_npz(path, method, **kwargs):
+    """The npz initialisation of either ViT method (what `python -m fgviz.convert vit-npz` calls)."""
+    return (transfg_weights if method == "transfg" else rams_weights).init_from_npz(path, **kwargs)
 
 D, HEADS, LAYERS, P, IMG, STRIDE, CLASSES, MLP = 32, 4, 3, 8, 40, 6, 5, 64  # LAYERS = ordinary + part layer
 GRID = (IMG - P) // STRIDE + 1  # 6

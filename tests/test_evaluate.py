@@ -11,8 +11,11 @@ import pytest
 import torch
 
 import fgviz
-from fgviz import evaluate
 from fgviz.data import synthetic
+from fgviz.methods import METHODS
+from fgviz.methods.rams_trans.views import oracle_box
+from fgviz.methods.tasn.views import oracle_coords
+from fgviz.training import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +26,7 @@ def test_accuracy_matches_a_plain_batched_forward(name):
 
     A re-initialised model (near-chance, scattered predictions) makes a sample or label mix-up visible, which a
     ~100 % accurate demo model would hide."""
-    model = evaluate.reinitialized(fgviz.load(name, device="cpu").float(), seed=1)
+    model = fgviz.load(name, device="cpu").float().reinitialized(seed=1)
     result = evaluate.evaluate(model, n=24, seed=9001, randomized=False)
     images, labels = synthetic.make_batch(result["domain"], range(24), seed=9001, size=model.config.img_size)
     x = torch.cat([model.preprocess(im)[0] for im in images])
@@ -38,22 +41,23 @@ def test_tasn_structure_energy_pointing_against_a_by_hand_mass_share():
     model = fgviz.load("tasn-birds-demo", device="cpu").float()
     sample = synthetic.make_sample("birds", 3, seed=9001, size=model.config.img_size)
     expl = model.explain(sample.image)
-    r = evaluate.sample_metrics(expl, sample.part_mask)["structure_energy_pointing"]
-    # by hand: nearest-cell lookup of the (h, w) map at every pixel centre, then the mass share in the mask
+    r = METHODS["tasn"].figures(expl, sample.part_mask)["structure_energy_pointing"]
+    # by hand: the (h, w) map resized as the sampler takes it (bilinear, corners aligned, separable np.interp in
+    # float64), squared, then its mass share inside the mask
     h, w = expl.maps["structure"].shape
     H, W = sample.part_mask.shape
-    rows = np.minimum(((np.arange(H) + 0.5) * h / H).astype(int), h - 1)
-    cols = np.minimum(((np.arange(W) + 0.5) * w / W).astype(int), w - 1)
-    pixels = np.clip(expl.maps["structure"], 0, None)[rows][:, cols]
+    m = expl.maps["structure"].astype(np.float64)
+    tall = np.stack([np.interp(np.linspace(0, h - 1, H), np.arange(h), m[:, c]) for c in range(w)], 1)  # (H, w)
+    pixels = np.stack([np.interp(np.linspace(0, w - 1, W), np.arange(w), row) for row in tall]) ** 2  # (H, W)
     by_hand = pixels[sample.part_mask].sum() / pixels.sum()
     assert r.chance == pytest.approx(sample.part_mask.mean())
-    assert r.value == pytest.approx(by_hand, abs=0.03)  # bilinear vs nearest resize of a smooth map
+    assert r.value == pytest.approx(by_hand, rel=1e-4)
 
 
 def test_randomized_copy_leaves_the_trained_model_alone():
     model = fgviz.load("transfg-cars-demo", device="cpu").float()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    fresh = evaluate.reinitialized(model, seed=0)
+    fresh = model.reinitialized(seed=0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert type(fresh) is type(model) and fresh.config == model.config
     assert not torch.equal(fresh.state_dict()["vit.head.weight"], before["vit.head.weight"])
@@ -96,7 +100,7 @@ def test_rams_oracle_crop_is_the_official_dppm_on_the_part_mask(index):
     model = fgviz.load("rams_trans-birds-demo", device="cpu").float()
     sample = synthetic.make_sample("birds", index, seed=9001, size=model.config.img_size)
     expl = model.explain(sample.image)
-    assert evaluate.oracle_crop(expl, sample.part_mask) == _naive_oracle_box(sample.part_mask, expl.patch_size, 1.2)
+    assert oracle_box(expl, sample.part_mask) == _naive_oracle_box(sample.part_mask, expl.patch_size, 1.2)
 
 
 def test_tasn_oracle_grid_is_uniform_for_a_flat_mask_and_magnifies_a_part():
@@ -104,9 +108,9 @@ def test_tasn_oracle_grid_is_uniform_for_a_flat_mask_and_magnifies_a_part():
     sample = synthetic.make_sample("birds", 2, seed=9001, size=model.config.img_size)
     expl = model.explain(sample.image)
     H, W = sample.part_mask.shape
-    rows, cols = evaluate.oracle_coords(expl, np.ones((H, W), bool))
+    rows, cols = oracle_coords(expl, np.ones((H, W), bool))
     out = expl.params["out_size"]
     np.testing.assert_allclose(rows, np.linspace(0, H - 1, out), atol=1e-3)  # a plain resize
     np.testing.assert_allclose(cols, np.linspace(0, W - 1, out), atol=1e-3)
-    r = evaluate.sample_metrics(expl, sample.part_mask)["structure_magnification_oracle"]
+    r = METHODS["tasn"].figures(expl, sample.part_mask)["structure_magnification_oracle"]
     assert r.value > 1.0 and r.chance == 1.0  # attention on the parts gives them more samples than a resize

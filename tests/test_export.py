@@ -1,4 +1,5 @@
-"""Export: a ZIP with every figure as PNG and numbers.json, from the app's cache or from `python -m fgviz explain`."""
+"""Export: a ZIP with every figure as PNG (>= 1024 px) and HTML, a manifest and numbers.json, from the app's cache or
+from `python -m fgviz explain`."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from fgviz import export, views
 from fgviz.__main__ import main as cli
-from fgviz.session import Explorer
+from fgviz.explorer import export
+from fgviz.explorer.session import Explorer
+from fgviz.viz.panels import EXPORT_SIZE, Style
 
 ROOT = Path(__file__).resolve().parents[1]
 BIRD = ROOT / "assets" / "birds_2.jpg"
@@ -32,20 +34,23 @@ def test_figure_set_runs_no_model(expls) -> None:
     calls: list[str] = []
     hook = torch.nn.modules.module.register_module_forward_pre_hook(lambda m, _: calls.append(type(m).__name__))
     try:
-        images, captions, numbers = export.figure_set(expls, views.Style(cmap="cividis", norm="panel"), fusion="max",
-                                                      discard=0.2)
+        fs = export.figure_set(expls, Style(cmap="cividis", norm="panel"), fusion="max", discard=0.2)
     finally:
         hook.remove()
     assert calls == []
-    assert set(images) == set(captions)
+    images, numbers = fs.images, fs.numbers
+    assert set(images) | set(fs.charts) == set(fs.captions)
     for name, rgb in images.items():
         assert name.endswith(".png")
         assert rgb.dtype == np.uint8
         assert rgb.ndim == 3
         assert rgb.shape[2] == 3
+        assert max(rgb.shape[:2]) >= EXPORT_SIZE, name  # slide-sized
+    assert all(name.endswith(".html") for name in fs.charts)
     for m in expls:
         assert f"overview/{m}.png" in images
         assert f"charts/{m}_top5.png" in images
+        assert f"charts/{m}_top5.html" in fs.charts
         assert any(n.startswith(f"internals/{m}/") for n in images)
     L = expls["transfg"].num_layers
     assert sum(n.startswith("layers/transfg/rollout_layer") for n in images) == L
@@ -53,19 +58,28 @@ def test_figure_set_runs_no_model(expls) -> None:
     assert numbers["transfg"]["layers"]["fusion"] == "max"
 
 
-def test_zip_holds_pngs_and_numbers(expls, tmp_path) -> None:
-    path = export.export_zip(tmp_path / "out.zip", expls, meta={"note": "test"},
-                             extra_numbers={"tasn": {"faithfulness": {"deletion_auc": 0.1}}})
+def test_zip_holds_pngs_html_manifest_and_numbers(expls, tmp_path) -> None:
+    fs = export.figure_set(expls, sources={m: f"made by {m}" for m in expls})
+    fs.numbers["tasn"]["faithfulness"] = {"deletion_auc": 0.1}
+    path = export.write_zip(tmp_path / "out.zip", fs, {"note": "test", "style": {"norm": "shared"}})
     with zipfile.ZipFile(path) as z:
         names = z.namelist()
         doc = json.loads(z.read("numbers.json"))
+        manifest = json.loads(z.read("manifest.json"))
         pngs = [n for n in names if n.endswith(".png")]
-        assert len(pngs) == len(set(pngs)) == len(names) - 1
+        htmls = [n for n in names if n.endswith(".html")]
+        assert len(names) == len(set(names)) == len(pngs) + len(htmls) + 3  # + plotly.js, manifest, numbers
+        assert export.PLOTLY_JS in names
         for n in pngs:
             with Image.open(io.BytesIO(z.read(n))) as im:
                 assert im.format == "PNG"
                 assert im.mode == "RGB"
-    assert set(doc["figures"]) == set(pngs)
+                assert max(im.size) >= EXPORT_SIZE
+        html = z.read(htmls[0]).decode()
+        assert "../" * htmls[0].count("/") + export.PLOTLY_JS in html  # the shared offline plotly.js
+    assert {f["file"] for f in manifest["files"]} == set(pngs) | set(htmls)
+    assert all(f["caption"] and f["source"].startswith("made by") for f in manifest["files"])
+    assert set(doc["figures"]) == set(pngs) | set(htmls)
     assert doc["note"] == "test"
     assert doc["style"]["norm"] == "shared"
     assert doc["methods"]["tasn"]["faithfulness"] == {"deletion_auc": 0.1}
@@ -80,12 +94,12 @@ def test_zip_holds_pngs_and_numbers(expls, tmp_path) -> None:
 
 def test_charts_are_drawn() -> None:
     bars = export.bar_chart([("a long class name", 0.7), ("b", 0.2), ("c", 0.1)], "top-3")
-    assert bars.shape[1] == 640
-    assert bars.shape[0] > 3 * 26
+    assert bars.shape[1] == 1280
+    assert bars.shape[0] > 3 * 50
     assert (bars != 255).any()
     x = np.linspace(0, 1, 9)
     lines = export.line_chart({"deletion": (x, 1 - x), "insertion": (x, x)}, "curves", "fraction", "p")
-    assert lines.shape == (360, 640, 3)
+    assert lines.shape == (720, 1280, 3)
     assert export.slug("3. head 1: argmax -> token (2, 9)") == "3_head_1_argmax_token_2_9"
 
 
@@ -120,6 +134,7 @@ def test_cli_folder_output_explicit_model_and_errors(tmp_path, capsys, monkeypat
     assert set(doc["methods"]) == {"rams_trans"}
     assert doc["methods"]["rams_trans"]["model"] == "weights/rams_trans-cars-demo"
     assert all((folder / name).is_file() for name in doc["figures"])
+    assert (folder / "manifest.json").is_file() and (folder / export.PLOTLY_JS).is_file()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a Hub spec fails fast and clearly when offline
     assert cli(["explain", str(BIRD), "--model", "no-such/model-xyz@main", "--out", str(tmp_path), "--device",
                 "cpu", "--method", "tasn"]) == 2

@@ -2,7 +2,7 @@
 `huggingface_hub.hf_hub_download` against a loopback fake of the Hub (tests/hubserver.py), faults included.
 
 Every Hub test points HF_ENDPOINT at the loopback server and HF_HOME at an empty tmp folder; nothing leaves the
-machine. Fault tests lower the timeouts (fgviz.hub.HUB_TIMEOUT_S for metadata, huggingface_hub's
+machine. Fault tests lower the timeouts (fgviz.weights.download.HUB_TIMEOUT_S for metadata, huggingface_hub's
 HF_HUB_DOWNLOAD_TIMEOUT for the GET) and replace huggingface_hub's 1 s pause between download retries, so they take
 seconds; the number of attempts is bounded by huggingface_hub (6 GETs without progress) and asserted.
 """
@@ -25,9 +25,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import fgviz.hub as hub
-from fgviz.hub import WeightsError
-from fgviz.models import MODEL_CLASSES
+import fgviz.weights.hub as hub
+from fgviz.methods import MODEL_CLASSES
+from fgviz.weights import download
+from fgviz.weights import format as fmt
+from fgviz.weights.format import WeightsError
 from tests.conftest import TINY_CONFIGS, make_tiny
 from tests.hubserver import HubServer
 
@@ -44,7 +46,7 @@ def folder_bytes(folder: Path) -> dict[str, bytes]:
 
 
 def saved(tmp: Path, method: str = "transfg", seed: int = 0, **kw) -> dict[str, bytes]:
-    return folder_bytes(hub.save_model(make_tiny(method, seed=seed), tmp / f"{method}-{seed}", **kw))
+    return folder_bytes(fmt.save_model(make_tiny(method, seed=seed), tmp / f"{method}-{seed}", **kw))
 
 
 def logits(model: torch.nn.Module, seed: int = 0) -> torch.Tensor:
@@ -127,7 +129,7 @@ def serve(monkeypatch):
 @pytest.fixture
 def fast_faults(monkeypatch):
     """Short timeouts and no pause between huggingface_hub's download retries."""
-    monkeypatch.setattr(hub, "HUB_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(download, "HUB_TIMEOUT_S", 1.0)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DOWNLOAD_TIMEOUT", 0.5)
     no_sleep = _NoSleep()
     monkeypatch.setattr(huggingface_hub.file_download, "time", no_sleep)
@@ -148,7 +150,7 @@ def repo_files(tmp_path_factory) -> dict[str, dict[str, bytes]]:
 @pytest.mark.parametrize("method", METHODS)
 def test_round_trip_identical_logits_and_explanations(method, tmp_path, test_image):
     model = make_tiny(method)
-    out = hub.save_model(model, tmp_path / "m", provenance={"dataset": "none", "seed": 0})
+    out = fmt.save_model(model, tmp_path / "m", provenance={"dataset": "none", "seed": 0})
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     loaded = hub.load(str(out), device="cpu", cache=False)
 
@@ -173,6 +175,9 @@ def test_round_trip_identical_logits_and_explanations(method, tmp_path, test_ima
         assert e1.rollout is not None
         assert e1.crop_boxes is not None
         assert len(e1.crops) > 0
+    elif method == "vit":
+        assert e1.rollout is not None
+        assert e1.attn_q is not None
     else:
         assert set(e1.sampled) == {"structure", "detail"}
         assert e1.maps
@@ -181,7 +186,7 @@ def test_round_trip_identical_logits_and_explanations(method, tmp_path, test_ima
 
 def test_round_trip_half_precision(tmp_path):
     model = make_tiny("tasn")
-    out = hub.save_model(model, tmp_path / "m", half=True)
+    out = fmt.save_model(model, tmp_path / "m", half=True)
     stored = load_file(str(out / "model.safetensors"))
     assert {v.dtype for k, v in stored.items() if "num_batches_tracked" not in k} == {torch.float16}
     assert stored["backbone.bn1.num_batches_tracked"].dtype == torch.int64
@@ -194,13 +199,14 @@ def test_round_trip_half_precision(tmp_path):
 
 
 def test_model_card_and_config_format(tmp_path):
-    out = hub.save_model(make_tiny("rams_trans"), tmp_path / "m",
+    out = fmt.save_model(make_tiny("rams_trans"), tmp_path / "m",
                          provenance={"name": "demo", "dataset": "toy", "metrics": {"top1": {"value": 0.5}}})
     config = json.loads((out / "config.json").read_text())
-    assert config["fgviz_format"] == hub.FORMAT_VERSION
+    assert config["fgviz_format"] == fmt.FORMAT_VERSION
     assert config["method"] == "rams_trans"
-    assert config["config"]["img_size"] == [48, 64]
-    assert len(config["config"]["labels"]) == 5
+    assert config["architecture"]["img_size"] == [48, 64]
+    assert len(config["pretrained_cfg"]["labels"]) == 5
+    assert "labels" not in config["architecture"] and "crop_pct" not in config["architecture"]
     card = (out / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: fgviz\n")
     assert "# demo" in card
@@ -223,8 +229,10 @@ def _edit_config(files: dict[str, bytes], **changes) -> dict[str, bytes]:
     for k, v in changes.items():
         if k in ("method", "fgviz_format"):
             config[k] = v
+        elif k in ("labels", "mean", "std", "crop_pct"):
+            config["pretrained_cfg"][k] = v
         else:
-            config["config"][k] = v
+            config["architecture"][k] = v
     return {**files, "config.json": json.dumps(config).encode()}
 
 
@@ -299,10 +307,10 @@ def allocations(monkeypatch):
     for cls in MODEL_CLASSES.values():
         orig = cls.__init__
 
-        def spy(self, config, _orig=orig):
+        def spy(self, config, pretrained_cfg=None, _orig=orig):
             if torch.empty(0).device.type != "meta":
                 real.append(type(self).__name__)
-            _orig(self, config)
+            _orig(self, config, pretrained_cfg)
 
         monkeypatch.setattr(cls, "__init__", spy)
     return real

@@ -1,4 +1,4 @@
-"""The upload decoder (`fgviz.imageio.decode_image`): a corpus of good, odd and bad files, each generated here and
+"""The upload decoder (`fgviz.core.imageio.decode_image`): a corpus of good, odd and bad files, each generated here and
 each with its exact outcome, plus a hypothesis fuzz test on mutated image bytes.
 
 Every refusal is an `ImageError` whose whole message is asserted: it is what a user reads in the app.
@@ -18,8 +18,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from fgviz import imageio
-from fgviz.imageio import MAX_ASPECT, MAX_BYTES, MAX_PIXELS, MAX_SIDE, MIN_SIDE, SUPPORTED, ImageError, decode_image
+from fgviz.core import imageio
+from fgviz.core.imageio import (
+    MAX_ASPECT,
+    MAX_BYTES,
+    MAX_PIXELS,
+    MAX_SIDE,
+    MIN_SIDE,
+    SUPPORTED,
+    ImageError,
+    decode_image,
+)
 
 FULL = os.environ.get("FGVIZ_FULL") == "1"  # `pytest --full` (tests/conftest.py) or FGVIZ_FULL=1
 FUZZ_EXAMPLES = 20_000 if FULL else 1000

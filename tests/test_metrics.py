@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fgviz.explanation import token_box
-from fgviz.metrics import (
+from fgviz.core.geometry import token_box, token_boxes
+from fgviz.core.metrics import (
     MetricResult,
     auc,
     axis_density,
@@ -21,7 +21,6 @@ from fgviz.metrics import (
     part_hit_rate,
     randomized_copy,
     rank_correlation,
-    token_boxes,
     topk_cell_boxes,
     weight_randomization_check,
 )

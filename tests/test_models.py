@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
-from fgviz.explanation import Explanation
-from fgviz.models import TransFGConfig, create_model
-from fgviz.models.transfg import TransFG
+from fgviz.core.explanation import Explanation
+from fgviz.methods import create_model
+from fgviz.methods.transfg.model import TransFG, TransFGConfig
 from tests.conftest import make_tiny
 
 
@@ -31,7 +31,7 @@ def _naive_blocks(vit, h, blocks):
 
 @pytest.mark.parametrize(("size", "patch", "stride"), [((40, 52), 8, 6), ((448, 448), 16, 12), ((37, 29), 5, 3)])
 def test_overlapping_token_grid_and_footprints(size, patch, stride):
-    cfg = TransFGConfig(num_classes=2, img_size=size, crop_pct=1.0, patch_size=patch, stride=stride, embed_dim=8,
+    cfg = TransFGConfig(num_classes=2, img_size=size, patch_size=patch, stride=stride, embed_dim=8,
                         depth=2, num_heads=2)
     gh, gw = (size[0] - patch) // stride + 1, (size[1] - patch) // stride + 1
     assert cfg.grid == (gh, gw)
@@ -147,7 +147,8 @@ def test_tasn_maps_and_sampling_match_naive(test_image):
         H, W = x.shape[-2:]
         xd = x[0].double().numpy()
         ys, xs = np.linspace(0, H - 1, s), np.linspace(0, W - 1, s)
-        tall = np.stack([[np.interp(ys, np.arange(H), xd[ch, :, c]) for c in range(W)] for ch in range(3)])  # (3, W, s)
+        # (3, W, s): columns resampled along the rows first
+        tall = np.stack([[np.interp(ys, np.arange(H), xd[ch, :, c]) for c in range(W)] for ch in range(3)])
         small = np.stack([[np.interp(xs, np.arange(W), tall[ch, :, r]) for r in range(s)] for ch in range(3)])
         small = torch.from_numpy(small).float()[None]  # (1, 3, s, s)
         X_ref = model.att_head(model.att_net.forward_features(small))

@@ -1,5 +1,5 @@
 """The running app under a classroom's worth of traffic and a hostile Hub: everything through `gradio_client` on
-loopback, against the real app (`app.build()` + `app.launch()`, the same queue and limits as a Space).
+loopback, against the real app (`app.build_app()` + `app.launch()`, the same queue and limits as a Space).
 
 - load: CLIENTS concurrent clients x REQUESTS requests each, mixing good images (answers checked against a
   separate explorer) and bad files (the decoder's exact message); the server still answers afterwards;
@@ -46,9 +46,12 @@ from gradio_client.utils import QueueError
 from PIL import Image
 
 import app
-import fgviz.hub as hub
-from fgviz import session
-from fgviz.session import Explorer
+import fgviz.weights.download as download
+import fgviz.weights.hub as hub
+from fgviz.explorer import session
+from fgviz.explorer.layout import default_methods
+from fgviz.explorer.session import Explorer
+from fgviz.weights import format as fmt
 from tests.conftest import make_tiny
 from tests.hubserver import HubServer
 
@@ -57,7 +60,8 @@ CLIENTS, REQUESTS = (40, 10) if FULL else (16, 3)
 LEAK_WARMUP, LEAK_EXPLAINS = (150, 200) if FULL else (10, 20)
 LEAK_TOLERANCE_MB = 40.0  # resident growth allowed over the measured explains (allocator noise, not a leak)
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULTS = {"birds": {m: f"{m}-birds-demo" for m in app.METHODS}, "cars": {m: f"{m}-cars-demo" for m in app.METHODS}}
+SHOWN = default_methods()  # the columns /explain answers for by default
+DEFAULTS = {d: {m: f"{m}-{d}-demo" for m in SHOWN} for d in ("birds", "cars")}
 SUPPORTED = "fgviz reads PNG, JPEG, WebP, GIF or BMP"
 TIMEOUT_S = 120 if FULL else 60  # per request, so a hung server fails the test instead of hanging it
 
@@ -92,24 +96,29 @@ def environment():
 
 
 @pytest.fixture(scope="module")
-def server():
+def served():
     """The app as a Space runs it (same queue, concurrency and upload limits), on a free loopback port."""
-    demo = app.build()
+    demo = app.build_app()
     _, url, _ = app.launch(demo, host="127.0.0.1", prevent_thread_lock=True, quiet=True)
     try:
-        yield url
+        yield types.SimpleNamespace(url=url, explorer=demo.fgviz_ui.explorer)
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def server(served) -> str:
+    return served.url
 
 
 def client(url: str) -> Client:
     return Client(url, verbose=False, download_files=False)
 
 
-def explain(c: Client, path: str | Path, domain: str = "birds", specs: tuple[str, ...] = ("auto",) * 3) -> dict:
-    """The numbers (JSON) of one /explain call, bounded in time."""
-    job = c.submit(handle_file(str(path)), domain, *specs, api_name="/explain")
-    return job.result(timeout=TIMEOUT_S)[3]
+def explain(c: Client, path: str | Path, domain: str = "birds", transfg: str = "auto") -> dict:
+    """The numbers (JSON) of one /explain call (a typed TransFG spec), bounded in time."""
+    job = c.submit(handle_file(str(path)), domain, transfg_model=transfg, api_name="/explain")
+    return job.result(timeout=TIMEOUT_S)[-1]
 
 
 def encode(im: Image.Image, fmt: str, **kw) -> bytes:
@@ -204,7 +213,7 @@ class Expected(dict):
     def __missing__(self, name: str) -> dict:
         case = self.cases[name]
         iid = self.ref.add_image(str(case.path))
-        self[name] = {m: self.ref.get(self.ref.explain(iid, DEFAULTS[case.domain][m], m)) for m in app.METHODS}
+        self[name] = {m: self.ref.get(self.ref.explain(iid, DEFAULTS[case.domain][m], m)) for m in SHOWN}
         return self[name]
 
 
@@ -214,7 +223,7 @@ def expected(corpus) -> Expected:
 
 
 def check_answer(numbers: dict, expl: dict, where: str) -> None:
-    for m in app.METHODS:
+    for m in SHOWN:
         n, e = numbers[m], expl[m]
         assert n["model"] == e.model_name, where
         assert n["prediction"] == e.prediction, where
@@ -281,9 +290,9 @@ def test_upload_over_the_size_limit_is_refused(server, tmp_path) -> None:
 # Leak
 
 
-def test_memory_is_flat_over_sequential_explains(server, tmp_path) -> None:
-    c = client(server)
-    forward0 = app.EXPLORER.forward_count
+def test_memory_is_flat_over_sequential_explains(served, tmp_path) -> None:
+    c = client(served.url)
+    forward0 = served.explorer.forward_count
     rss, t0 = [], time.monotonic()
     for i in range(LEAK_WARMUP + LEAK_EXPLAINS):
         path = tmp_path / f"leak{i % 2}.png"
@@ -294,7 +303,7 @@ def test_memory_is_flat_over_sequential_explains(server, tmp_path) -> None:
             gc.collect()
             rss.append(rss_mb())
     wall = time.monotonic() - t0
-    assert app.EXPLORER.forward_count - forward0 == 3 * (LEAK_WARMUP + LEAK_EXPLAINS)
+    assert served.explorer.forward_count - forward0 == len(SHOWN) * (LEAK_WARMUP + LEAK_EXPLAINS)
     growth = rss[-1] - rss[0]
     slope = float(np.polyfit(np.arange(len(rss)), rss, 1)[0]) * 100  # MB per 100 explains
     figure("leak", warmup=LEAK_WARMUP, explains=LEAK_EXPLAINS, rss_start_mb=round(rss[0], 1),
@@ -310,17 +319,18 @@ def test_memory_is_flat_over_sequential_explains(server, tmp_path) -> None:
 
 
 def test_full_queue_answers_busy_retry_and_keeps_serving(corpus, tmp_path, monkeypatch) -> None:
-    demo = app.build()
-    _, url, _ = app.launch(demo, host="127.0.0.1", prevent_thread_lock=True, quiet=True, queue_size=2)
+    explorer = Explorer(device="cpu")
     entered, release = threading.Event(), threading.Event()
-    real = app.EXPLORER.compute
+    real = explorer.compute
 
     def slow(*args, **kwargs):  # the first new image holds the model slot until the test lets it go
         entered.set()
         release.wait(30)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(app.EXPLORER, "compute", slow)
+    monkeypatch.setattr(explorer, "compute", slow)  # before the app binds it
+    demo = app.build_app(explorer)
+    _, url, _ = app.launch(demo, host="127.0.0.1", prevent_thread_lock=True, quiet=True, queue_size=2)
     try:
         c = client(url)
         first = tmp_path / "first.png"
@@ -342,11 +352,11 @@ def test_full_queue_answers_busy_retry_and_keeps_serving(corpus, tmp_path, monke
         assert r.status_code == 503
         assert r.json()["detail"] == "Queue is full. Max size is 2 and size is 2."
         release.set()
-        assert running.result(timeout=TIMEOUT_S)[3]["transfg"]["model"] == "transfg-birds-demo"
+        assert running.result(timeout=TIMEOUT_S)[-1]["transfg"]["model"] == "transfg-birds-demo"
         outcomes = []
         for j in waiting:
             try:
-                outcomes.append(j.result(timeout=TIMEOUT_S)[3]["transfg"]["model"])
+                outcomes.append(j.result(timeout=TIMEOUT_S)[-1]["transfg"]["model"])
             except QueueError as e:
                 outcomes.append(str(e))
         assert sorted(outcomes) == ["Queue is full! Please try again."] * 3 + ["transfg-birds-demo"] * 2
@@ -374,12 +384,12 @@ class _NoSleep(types.ModuleType):
 
 
 @pytest.fixture
-def hub_server(tmp_path, monkeypatch):
+def hub_server(served, tmp_path, monkeypatch):
     """A loopback Hub with one good tiny TransFG and one repo per fault; short timeouts; an empty HF cache."""
-    tiny = hub.save_model(make_tiny("transfg"), tmp_path / "tiny")
+    tiny = fmt.save_model(make_tiny("transfg"), tmp_path / "tiny")
     files = {p.name: p.read_bytes() for p in tiny.iterdir()}
     config = json.loads(files["config.json"])
-    hostile = {**config, "config": {**config["config"], "num_classes": 10**12}}
+    hostile = {**config, "architecture": {**config["architecture"], "num_classes": 10**12}}
     payload = pickle.dumps(print)  # a pickle that would run code (print) if anything unpickled it
     repos = {name: {"main": files} for name in ("good", "hang", "e500", "cut", "recovers")}
     repos |= {
@@ -399,13 +409,13 @@ def hub_server(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     for var in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(hub, "HUB_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(download, "HUB_TIMEOUT_S", 1.0)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DOWNLOAD_TIMEOUT", 0.5)
     monkeypatch.setattr(huggingface_hub.file_download, "time", _NoSleep())
-    app.EXPLORER._failed.clear()
+    served.explorer._failed.clear()
     yield server
     server.stop()
-    app.EXPLORER._failed.clear()
+    served.explorer._failed.clear()
 
 
 HUB_CASES = [
@@ -427,7 +437,7 @@ def test_hub_fault_falls_back_to_the_registry_model(repo, reason, server, hub_se
     c = client(server)
     spec = f"fgviz-test/{repo}"
     t0 = time.monotonic()
-    numbers = explain(c, corpus[0].path, specs=(spec, "auto", "auto"))
+    numbers = explain(c, corpus[0].path, transfg=spec)
     first = time.monotonic() - t0
     check_answer({m: {k: v for k, v in n.items() if k != "fallback"} for m, n in numbers.items()},
                  expected[corpus[0].name], repo)  # the default model's answer
@@ -441,7 +451,7 @@ def test_hub_fault_falls_back_to_the_registry_model(repo, reason, server, hub_se
     # a second request does not wait for the Hub again: the failure is remembered for a while
     n = len(hub_server.requests())
     t0 = time.monotonic()
-    again = explain(c, corpus[0].path, specs=(spec, "auto", "auto"))
+    again = explain(c, corpus[0].path, transfg=spec)
     assert again["transfg"]["fallback"] == note
     assert len(hub_server.requests()) == n
     assert time.monotonic() - t0 < 10
@@ -449,17 +459,17 @@ def test_hub_fault_falls_back_to_the_registry_model(repo, reason, server, hub_se
 
 def test_good_hub_model_and_recovery_after_a_truncated_download(server, hub_server, corpus, monkeypatch) -> None:
     c = client(server)
-    good = explain(c, corpus[0].path, specs=("fgviz-test/good", "auto", "auto"))["transfg"]
+    good = explain(c, corpus[0].path, transfg="fgviz-test/good")["transfg"]
     assert (good["model"], good["weights_kind"], "fallback" in good) == ("fgviz-test/good", "hub", False)
 
-    assert "fallback" in explain(c, corpus[0].path, specs=("fgviz-test/recovers", "auto", "auto"))["transfg"]
+    assert "fallback" in explain(c, corpus[0].path, transfg="fgviz-test/recovers")["transfg"]
     served = {hashlib.sha256(b).hexdigest() for r in hub_server.repos.values() for rev in r.values()
               for b in rev.files.values()}
     blobs = [p for p in (Path(os.environ["HF_HOME"]) / "hub").rglob("blobs/*") if p.is_file()]
     assert all(hashlib.sha256(p.read_bytes()).hexdigest() in served for p in blobs), "a partial file in the cache"
     hub_server.clear_faults()  # the Hub recovers; once the failure expires, the model loads
     monkeypatch.setattr(session, "FAILED_TTL_S", 0.0)
-    back = explain(c, corpus[0].path, specs=("fgviz-test/recovers", "auto", "auto"))["transfg"]
+    back = explain(c, corpus[0].path, transfg="fgviz-test/recovers")["transfg"]
     assert (back["model"], back["weights_kind"], "fallback" in back) == ("fgviz-test/recovers", "hub", False)
 
 
@@ -483,24 +493,24 @@ SPECS = [
 
 
 @pytest.mark.parametrize(("spec", "reason"), SPECS, ids=[s[0][:24] for s in SPECS])
-def test_typed_spec_cannot_read_outside_the_weights_folders(spec, reason, server, corpus, expected,
+def test_typed_spec_cannot_read_outside_the_weights_folders(spec, reason, served, corpus, expected,
                                                             monkeypatch) -> None:
     opened: list[str] = []
-    real = hub.load_folder
+    real = fmt.load_folder
     monkeypatch.setattr(hub, "load_folder", lambda folder: opened.append(str(folder)) or real(folder))
-    app.EXPLORER._failed.clear()
-    numbers = explain(client(server), corpus[0].path, specs=(spec, "auto", "auto"))
+    served.explorer._failed.clear()
+    numbers = explain(client(served.url), corpus[0].path, transfg=spec)
     assert reason in numbers["transfg"]["fallback"]
     assert numbers["transfg"]["model"] == "transfg-birds-demo"
     assert all(Path(f).resolve().is_relative_to(hub.WEIGHTS_DIR.resolve()) for f in opened), opened
 
 
 def test_a_valid_model_outside_the_weights_folders_is_not_loaded(server, corpus, tmp_path, monkeypatch) -> None:
-    outside = hub.save_model(make_tiny("transfg"), tmp_path / "elsewhere")
+    outside = fmt.save_model(make_tiny("transfg"), tmp_path / "elsewhere")
     opened: list[str] = []
-    real = hub.load_folder
+    real = fmt.load_folder
     monkeypatch.setattr(hub, "load_folder", lambda folder: opened.append(str(folder)) or real(folder))
-    numbers = explain(client(server), corpus[0].path, specs=(str(outside), "auto", "auto"))
+    numbers = explain(client(server), corpus[0].path, transfg=str(outside))
     assert f"local path '{outside}' {OUTSIDE}" in numbers["transfg"]["fallback"]
     assert str(outside) not in opened
 

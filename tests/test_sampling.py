@@ -1,4 +1,4 @@
-"""fgviz.sampling against explicit float64 loops and the sampler's documented properties."""
+"""fgviz.core.sampling against explicit float64 loops and the sampler's documented properties."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fgviz import sampling as S
+from fgviz.core import sampling as S
 
 # ---------------------------------------------------------------- trilinear attention
 

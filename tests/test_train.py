@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fgviz.hub import load_folder
-from fgviz.train import Recipe, lr_at, main
+from fgviz.training.train import Recipe, lr_at, main
+from fgviz.weights.hub import load_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,7 +57,7 @@ def test_resumed_run_matches_uninterrupted_run(method, tmp_path):
 def test_torchrun_two_cpu_processes(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "fgviz.train", "--method", "transfg", "--data", "synth-cars", "--preset", "tiny",
+           "-m", "fgviz.training.train", "--method", "transfg", "--data", "synth-cars", "--preset", "tiny",
            "--out", str(tmp_path), "--quiet"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fgviz.explanation import Explanation
-from fgviz.viz import figures, overlay, stats
+from fgviz.core import geometry
+from fgviz.core.explanation import Explanation
+from fgviz.viz import figures, overlay, panels, stats
 
 ROOT = Path(__file__).resolve().parents[1]
 VIZ_DIR = ROOT / "fgviz" / "viz"
@@ -37,12 +38,13 @@ def _hex(h: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# token_map_to_pixels
+# token maps on pixels (fgviz.core.geometry, the one mapping every view and metric uses)
 # ---------------------------------------------------------------------------------------------------------------
 
 
 def _brute_force_tokens(values, patch, stride, size):
-    """Independent reference: paint each footprint, accumulate sums and counts pixel by pixel."""
+    """Independent reference: paint each footprint, accumulate sums and counts pixel by pixel; pixels no footprint
+    covers then copy the nearest covered row, then the nearest covered column."""
     H, W = size
     total = np.zeros((H, W))
     count = np.zeros((H, W))
@@ -52,7 +54,15 @@ def _brute_force_tokens(values, patch, stride, size):
                 if y < H and x < W:
                     total[y, x] += values[r, c]
                     count[y, x] += 1
-    return np.where(count > 0, total / np.maximum(count, 1), 0.0), count
+    out = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    rows, cols = np.flatnonzero(count.any(1)), np.flatnonzero(count.any(0))
+    for y in range(H):
+        if y not in rows:
+            out[y] = out[rows[np.abs(rows - y).argmin()]]
+    for x in range(W):
+        if x not in cols:
+            out[:, x] = out[:, cols[np.abs(cols - x).argmin()]]
+    return out, count
 
 
 def test_token_map_hand_computed_overlap():
@@ -69,7 +79,7 @@ def test_token_map_hand_computed_overlap():
             [3, 3, 3, 3.5, 4, 4, 4],
         ]
     )
-    out = overlay.token_map_to_pixels(v, patch_size=4, stride=3, image_size=(7, 7))
+    out = geometry.token_map_to_pixels(v, patch_size=4, stride=3, image_size=(7, 7))
     assert out.shape == (7, 7)
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, expected)
@@ -77,65 +87,52 @@ def test_token_map_hand_computed_overlap():
     assert out[3, 3] == pytest.approx(2.5)
 
 
-def test_token_map_non_square_and_uncovered():
+def test_token_map_non_square_and_uncovered_border():
     # 2x3 grid (patch 4, stride 3) covers 7 rows x 10 cols; the image is 9 x 11, so the last 2 rows and 1 col
-    # are covered by no token.
+    # are covered by no token: they take the nearest covered row/column (no unshaded strip on an overlay).
     v = np.array([[0.0, 6.0, 12.0], [3.0, 9.0, 15.0]])
-    out = overlay.token_map_to_pixels(v, 4, 3, (9, 11))
+    out = geometry.token_map_to_pixels(v, 4, 3, (9, 11))
     ref, count = _brute_force_tokens(v, 4, 3, (9, 11))
     np.testing.assert_allclose(out, ref, rtol=1e-6)
     assert out[3, 3] == pytest.approx((0 + 6 + 3 + 9) / 4)
     assert out[0, 6] == pytest.approx((6 + 12) / 2)
-    np.testing.assert_array_equal(out[7:], 0.0)
-    np.testing.assert_array_equal(out[:, 10], 0.0)
-    np.testing.assert_array_equal(overlay.token_coverage((2, 3), 4, 3, (9, 11)), count)
-    near = overlay.token_map_to_pixels(v, 4, 3, (9, 11), fill="nearest")
-    np.testing.assert_allclose(near[:7, :10], out[:7, :10])
-    np.testing.assert_allclose(near[8], near[6])  # uncovered rows copy the last covered row
-    np.testing.assert_allclose(near[:, 10], near[:, 9])
+    np.testing.assert_allclose(out[8], out[6])
+    np.testing.assert_allclose(out[:, 10], out[:, 9])
+    np.testing.assert_array_equal(geometry.token_coverage((2, 3), 4, 3, (9, 11)), count)
 
 
-@pytest.mark.parametrize(("grid", "patch", "stride", "size"), [((3, 5), 5, 5, (15, 25)), ((4, 2), 6, 4, (20, 11))])
+@pytest.mark.parametrize(("grid", "patch", "stride", "size"),
+                         [((3, 5), 5, 5, (15, 25)), ((4, 2), 6, 4, (20, 11)), ((15, 15), 16, 12, (192, 192))])
 def test_token_map_matches_brute_force(rng, grid, patch, stride, size):
     v = rng.random(grid)
     ref, _ = _brute_force_tokens(v, patch, stride, size)
-    np.testing.assert_allclose(overlay.token_map_to_pixels(v, patch, stride, size), ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(geometry.token_map_to_pixels(v, patch, stride, size), ref, rtol=1e-5, atol=1e-6)
 
 
 def test_token_map_is_blocky_not_bilinear(rng):
     v = rng.random((3, 4))
-    out = overlay.token_map_to_pixels(v, 8, 8, (24, 32))
+    out = geometry.token_map_to_pixels(v, 8, 8, (24, 32))
     np.testing.assert_allclose(out, np.kron(v, np.ones((8, 8))), rtol=1e-6)
-    assert not np.allclose(out, overlay.upsample_map(v, (24, 32)))
 
 
 def test_token_map_transfg_geometry_covers_448():
     # TransFG: 16-px patches at stride 12 on 448 px -> 37 x 37 tokens, full coverage, a constant stays constant.
-    cov = overlay.token_coverage((37, 37), 16, 12, (448, 448))
+    cov = geometry.token_coverage((37, 37), 16, 12, (448, 448))
     assert cov.min() >= 1
     assert cov.max() == 4
-    out = overlay.token_map_to_pixels(np.full((37, 37), 0.7), 16, 12, (448, 448))
+    out = geometry.token_map_to_pixels(np.full((37, 37), 0.7), 16, 12, (448, 448))
     np.testing.assert_allclose(out, 0.7, rtol=1e-6)
 
 
 def test_token_mask_to_pixels():
     m = np.array([[True, False], [False, False]])
-    px = overlay.token_mask_to_pixels(m, 4, 3, (7, 7))
+    px = geometry.token_mask_to_pixels(m, 4, 3, (7, 7))
     assert px.dtype == bool
     assert px[:3, :3].all()
     assert not px[4:].any()
     assert not px[:, 4:].any()
     assert not px[3, 3]  # 1 of 4 covering tokens is in the mask: below half
     assert px[3, 0]  # 1 of 2
-
-
-def test_upsample_map_bilinear_reference():
-    # 1-D [0, 1] -> 4 px with pixel-centre alignment: samples at -0.25, 0.25, 0.75, 1.25 -> 0, .25, .75, 1.
-    v = np.outer([0.0, 1.0], [1.0, 1.0])
-    out = overlay.upsample_map(v, (4, 6))
-    assert out.shape == (4, 6)
-    np.testing.assert_allclose(out[:, 0], [0.0, 0.25, 0.75, 1.0], atol=1e-6)
-    np.testing.assert_allclose(overlay.upsample_map(np.full((28, 28), 3.0), (96, 128)), 3.0, rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -235,13 +232,34 @@ def test_blend_rejects_bad_inputs():
         overlay.blend(img.astype(np.float32), np.zeros((8, 8)), 0.5)
 
 
-def test_heat_overlay_token_geometry():
+def test_heat_panel_token_geometry_display_size_and_colour_bar():
     img = np.zeros((7, 7, 3), np.uint8)
     v = np.array([[0.0, 0.0], [0.0, 1.0]])
-    out = overlay.heat_overlay(img, v, alpha=1.0, patch_size=4, stride=3)
-    np.testing.assert_array_equal(out[6, 6], overlay.colormap(np.array([1.0]))[0])
-    np.testing.assert_array_equal(out[0, 0], overlay.colormap(np.array([0.0]))[0])
-    np.testing.assert_array_equal(out[3, 3], overlay.colormap(np.array([0.25]))[0])
+    pixels = geometry.token_map_to_pixels(v, 4, 3, (7, 7))
+    style = panels.Style(alpha=1.0, min_size=21)  # 3x the 7-px input
+    d = panels.heat(img, pixels, style, 0.0, 1.0)
+    assert d.factor == 3 and d.rgb.shape == (21, 21, 3)
+    np.testing.assert_array_equal(d.rgb[20, 20], overlay.colormap(np.array([1.0]))[0])
+    np.testing.assert_array_equal(d.rgb[0, 0], overlay.colormap(np.array([0.0]))[0])
+    np.testing.assert_array_equal(d.rgb[3 * 3 + 1, 3 * 3 + 1], overlay.colormap(np.array([0.25]))[0])  # a 3x3 block
+    done = d.finish(style)
+    assert done.shape[1] == 120 and done.shape[0] > 21  # the colour bar below, at least 120 px wide
+    assert (d.finish(style, unit=None) == d.rgb).all()
+
+
+def test_heat_panel_leaves_nan_pixels_unshaded():
+    img = np.full((4, 4, 3), 200, np.uint8)
+    px = np.ones((4, 4), np.float32)
+    px[0, 0] = np.nan
+    d = panels.heat(img, px, panels.Style(alpha=1.0, min_size=0))
+    np.testing.assert_array_equal(d.rgb[0, 0], [200, 200, 200])
+    assert not (d.rgb[1, 1] == 200).all()
+
+
+def test_relative_maps_are_x_uniform():
+    m = np.array([[1.0, 3.0], [0.0, 0.0]])
+    np.testing.assert_allclose(panels.relative(m), m / 1.0)
+    assert panels.relative(m).mean() == pytest.approx(1.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -523,19 +541,19 @@ def test_viz_sources_do_not_import_torch_or_gradio():
                 root = name.split(".")[0]
                 assert root not in {"torch", "gradio", "torchvision", "timm"}, f"{path.name} imports {name}"
                 if root == "fgviz":
-                    assert name.startswith(("fgviz.viz", "fgviz.explanation")), f"{path.name} imports {name}"
+                    assert name.startswith(("fgviz.viz", "fgviz.core.explanation")), f"{path.name} imports {name}"
 
 
 def test_importing_viz_loads_neither_torch_nor_gradio():
     # The parent package `fgviz/__init__.py` may import torch (models); stub it out so only viz's own imports
-    # (and fgviz.explanation) are measured.
+    # (and fgviz.core.explanation) are measured.
     code = textwrap.dedent(
         f"""
         import sys, types
         pkg = types.ModuleType("fgviz")
         pkg.__path__ = [{str(ROOT / "fgviz")!r}]
         sys.modules["fgviz"] = pkg
-        import fgviz.viz, fgviz.viz.figures, fgviz.viz.overlay, fgviz.viz.stats, fgviz.explanation
+        import fgviz.viz, fgviz.viz.figures, fgviz.viz.overlay, fgviz.viz.stats, fgviz.core.explanation
         bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "gradio"))
         print("BAD" if bad else "OK", bad[:5])
         """

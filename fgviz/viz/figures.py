@@ -21,9 +21,9 @@ from plotly.subplots import make_subplots
 from fgviz.viz.overlay import DEFAULT_CMAP, plotly_colorscale, tile_maps
 
 if TYPE_CHECKING:
-    from fgviz.explanation import Explanation
+    from fgviz.core.explanation import Explanation
 
-_MARGIN = {"l": 10, "r": 10, "t": 40, "b": 10}
+_MARGIN = {"l": 10, "r": 10, "t": 50, "b": 10}  # room above the plot for plotly's toolbar
 MEAN_COLOR = "rgb(0,114,178)"  # Okabe-Ito blue
 HEAD_COLOR = "rgba(0,114,178,0.25)"
 DELETION_COLOR = "rgb(213,94,0)"  # Okabe-Ito vermillion
@@ -67,6 +67,7 @@ def topk_bar(
             orientation="h",
             text=[f"{v:.1f}%" for v in pct],
             textposition="auto",
+            textfont={"size": 14},
             marker_color=MEAN_COLOR,
             hovertemplate="%{y}: %{x:.2f}%<extra></extra>",
         )
@@ -286,7 +287,7 @@ def curves(
         margin=_MARGIN,
         xaxis={"title": "fraction of pixels", "range": [0, 1], "tickformat": ".0%"},
         yaxis={"title": "class probability", **({"range": [0, 1.02]} if in_unit else {})},
-        legend={"x": 0.98, "xanchor": "right", "y": 0.98},
+        legend={"orientation": "h", "x": 0.0, "y": -0.25, "yanchor": "top"},  # below the plot: never on a curve
     )
     return fig
 
@@ -337,4 +338,58 @@ def attention_grid(
             "entropy %{customdata[2]:.2f}<extra></extra>",
         )
     )
+    return fig
+
+
+def token_heatmaps(
+    panels: Sequence[tuple[np.ndarray, str, float | None, float | None]], cmap: str = DEFAULT_CMAP,
+    value_name: str = "attention", title: str | None = None, height: int = 360,
+) -> go.Figure:
+    """Token-resolution heatmaps side by side, image orientation (row 0 on top), square cells; hover reads
+    'row r, column c, <value_name> v'. Built in one constructor call (a few ms, versus tens for make_subplots), since
+    the layer slider rebuilds it on every move.
+
+    Args:
+        panels: (values (gh, gw), subplot title, zmin, zmax) per heatmap; None limits mean the map's own range.
+    """
+    n = len(panels)
+    gap = 0.1 if n > 1 else 0.0
+    width = (1.0 - gap * (n - 1)) / n
+    colorscale = plotly_colorscale(cmap)
+    data, layout, notes = [], {}, []
+    for i, (z, sub, zmin, zmax) in enumerate(panels):
+        z = np.asarray(z, np.float32)
+        gh, gw = z.shape
+        sx = "" if i == 0 else str(i + 1)
+        x0 = i * (width + gap)
+        data.append({"type": "heatmap", "z": z, "zmin": zmin, "zmax": zmax, "colorscale": colorscale,
+                     "xaxis": f"x{sx}", "yaxis": f"y{sx}", "showscale": i == n - 1,
+                     "colorbar": {"thickness": 12, "title": {"text": value_name, "side": "right"}},
+                     "hovertemplate": f"row %{{y}}, column %{{x}}, {value_name} %{{z:.4g}}<extra></extra>"})
+        layout[f"xaxis{sx}"] = {"domain": [x0, x0 + width], "range": [-0.5, gw - 0.5], "constrain": "domain",
+                                "showgrid": False, "zeroline": False, "anchor": f"y{sx}"}
+        layout[f"yaxis{sx}"] = {"range": [gh - 0.5, -0.5], "scaleanchor": f"x{sx}", "constrain": "domain",
+                                "showgrid": False, "zeroline": False, "anchor": f"x{sx}"}
+        notes.append({"text": sub, "x": x0 + width / 2, "y": 1.0, "xref": "paper", "yref": "paper",
+                      "xanchor": "center", "yanchor": "bottom", "showarrow": False})
+    layout.update(annotations=notes, height=height, margin={"l": 10, "r": 10, "t": 80 if title else 50, "b": 10},
+                  plot_bgcolor="white", title=title)
+    return go.Figure(data=data, layout=layout)
+
+
+def scale_topk(scale_probs: np.ndarray, labels: Sequence[str], k: int = 5) -> go.Figure:
+    """One top-k bar chart per scale of a multi-scale model (scale 1 = full image, scale s + 1 = crop s)."""
+    S = scale_probs.shape[0]
+    names = [f"scale {s + 1}" + (" (full image)" if s == 0 else f" (crop {s})") for s in range(S)]
+    fig = make_subplots(rows=S, cols=1, subplot_titles=names, vertical_spacing=0.12)
+    for s in range(S):
+        p = np.asarray(scale_probs[s], np.float64)
+        idx = np.argsort(-p, kind="stable")[: min(k, p.shape[0])]
+        fig.add_trace(go.Bar(x=[100 * p[i] for i in idx], y=[labels[i] for i in idx], orientation="h",
+                             marker_color=MEAN_COLOR, text=[f"{100 * p[i]:.1f}%" for i in idx], textposition="auto",
+                             textfont={"size": 14}, hovertemplate="%{y}: %{x:.2f}%<extra></extra>", showlegend=False),
+                      row=s + 1, col=1)
+        fig.update_xaxes(range=[0, 100], ticksuffix="%", row=s + 1, col=1)
+        fig.update_yaxes(autorange="reversed", type="category", automargin=True, row=s + 1, col=1)
+    fig.update_layout(height=90 + 170 * S, margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return fig

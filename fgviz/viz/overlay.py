@@ -1,6 +1,7 @@
-"""Numpy/cv2 image helpers: colormaps, normalisation, token-to-pixel maps, blends, boxes, grids and outlines.
+"""Numpy/cv2 image helpers: colormaps, normalisation, blends, boxes, grids, outlines and tiles.
 
-Conventions (shared with `fgviz.explanation`):
+Token maps are placed on pixels by `fgviz.core.geometry` (the one mapping). Conventions (shared with
+`fgviz.core.explanation`):
 - every image in and out is RGB `uint8` of shape (H, W, 3). cv2 is only used for resizing and drawing; its BGR
   colormaps are flipped to RGB once, when the lookup tables are built, and drawing colours are given in the
   array's own channel order (RGB), so no BGR value ever reaches a caller;
@@ -175,124 +176,6 @@ def normalize_shared(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Maps to pixels
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _coverage_1d(n_tok: int, patch_size: int, stride: int, n_px: int) -> np.ndarray:
-    """(n_px, n_tok) float32: 1 where pixel p lies in the footprint of token t along one axis."""
-    p = np.arange(n_px)[:, None]
-    start = np.arange(n_tok)[None, :] * stride
-    return ((p >= start) & (p < start + patch_size)).astype(np.float32)
-
-
-def _fill_nearest_rows(cov: np.ndarray) -> np.ndarray:
-    """Give each pixel row with no token the coverage row of the nearest covered pixel (ties: the earlier one)."""
-    covered = np.flatnonzero(cov.sum(1) > 0)
-    if covered.size == 0 or covered.size == cov.shape[0]:
-        return cov
-    p = np.arange(cov.shape[0])
-    nearest = covered[np.abs(p[:, None] - covered[None, :]).argmin(1)]
-    return cov[nearest]
-
-
-def token_coverage(grid: tuple[int, int], patch_size: int, stride: int, image_size: tuple[int, int]) -> np.ndarray:
-    """How many token footprints cover each pixel.
-
-    Returns:
-        (H, W) int32; 0 where the grid does not reach (e.g. a 2x2 grid of 4-px patches at stride 3 covers 7x7).
-    """
-    (gh, gw), (H, W) = grid, image_size
-    ry = _coverage_1d(gh, patch_size, stride, H).sum(1)
-    cx = _coverage_1d(gw, patch_size, stride, W).sum(1)
-    return np.outer(ry, cx).astype(np.int32)
-
-
-def token_map_to_pixels(
-    values: np.ndarray,
-    patch_size: int,
-    stride: int,
-    image_size: tuple[int, int],
-    fill: str = "zero",
-) -> np.ndarray:
-    """Place each token's value on its true pixel footprint and average where footprints overlap.
-
-    Token (r, c) covers rows `stride*r .. stride*r + patch_size - 1` and the same for columns, clipped to the
-    image. A pixel's value is the mean of the values of all tokens covering it (TransFG's 16-px patches at stride
-    12 overlap by 4 px, so seams get the mean of 2 or 4 tokens). This is NOT a bilinear stretch of the grid: with
-    stride == patch_size it gives the exact blocky token map. Computed separably as `Ry @ V @ Cx.T / count`.
-
-    Args:
-        values: (gh, gw) token values.
-        patch_size: footprint side in pixels.
-        stride: token step in pixels.
-        image_size: (H, W) of the image the map is drawn on.
-        fill: what pixels covered by no token get: "zero" (value 0, the default: the model never saw them as a
-            token) or "nearest" (the value those pixels would get from the nearest covered row/column).
-
-    Returns:
-        (H, W) float32.
-    """
-    v = np.asarray(values, dtype=np.float32)
-    if v.ndim != 2:
-        raise ValueError(f"values must be (gh, gw), got {v.shape}")
-    if patch_size <= 0 or stride <= 0:
-        raise ValueError(f"patch_size and stride must be positive, got {patch_size}, {stride}")
-    if fill not in ("zero", "nearest"):
-        raise ValueError(f"fill must be 'zero' or 'nearest', got {fill!r}")
-    (gh, gw), (H, W) = v.shape, image_size
-    ry = _coverage_1d(gh, patch_size, stride, H)  # (H, gh)
-    cx = _coverage_1d(gw, patch_size, stride, W)  # (W, gw)
-    if fill == "nearest":
-        ry, cx = _fill_nearest_rows(ry), _fill_nearest_rows(cx)
-    total = ry @ v @ cx.T  # (H, W) sum of covering tokens' values
-    count = np.outer(ry.sum(1), cx.sum(1))  # (H, W) number of covering tokens
-    out = np.zeros((H, W), dtype=np.float32)
-    np.divide(total, count, out=out, where=count > 0)
-    return out
-
-
-def token_mask_to_pixels(mask: np.ndarray, patch_size: int, stride: int, image_size: tuple[int, int]) -> np.ndarray:
-    """A (gh, gw) token mask as an (H, W) pixel mask: a pixel is in when at least half of its covering tokens are.
-
-    Pixels covered by no token are out.
-    """
-    frac = token_map_to_pixels(np.asarray(mask, dtype=np.float32), patch_size, stride, image_size)
-    return (frac >= 0.5) & (token_coverage(np.asarray(mask).shape, patch_size, stride, image_size) > 0)
-
-
-def upsample_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a CNN map (e.g. TASN's 28x28) to (H, W), pixel-centre aligned (align_corners=False).
-
-    Args:
-        values: (h, w) map.
-        size: (H, W) target size (note: (rows, cols), not cv2's (width, height)).
-
-    Returns:
-        (H, W) float32.
-    """
-    v = np.asarray(values, dtype=np.float32)
-    if v.ndim != 2:
-        raise ValueError(f"values must be (h, w), got {v.shape}")
-    H, W = size
-    if v.shape == (H, W):
-        return v.copy()
-    return cv2.resize(v, (W, H), interpolation=cv2.INTER_LINEAR)
-
-
-def map_to_image(
-    values: np.ndarray,
-    image_size: tuple[int, int],
-    patch_size: int | None = None,
-    stride: int | None = None,
-) -> np.ndarray:
-    """Any map to (H, W) pixels: token footprints when `patch_size` is given, else a bilinear resize."""
-    if patch_size:
-        return token_map_to_pixels(values, patch_size, stride or patch_size, image_size)
-    return upsample_map(values, image_size)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Blending
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -309,7 +192,8 @@ def blend(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5, cmap: str = D
 
     Args:
         image: (H, W, 3) uint8 RGB.
-        heat: (H, W) values in [0, 1] (clipped); use `map_to_image` + `normalize` first.
+        heat: (H, W) values in [0, 1] (clipped); place token maps on pixels with `fgviz.core.geometry` and
+            `normalize` them first.
         alpha: opacity of the heat map in [0, 1]; 0 returns the image, 1 the colormap.
         cmap: one of `COLORMAPS`.
 
@@ -321,30 +205,10 @@ def blend(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5, cmap: str = D
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     heat = np.asarray(heat)
     if heat.shape != img.shape[:2]:
-        raise ValueError(f"heat {heat.shape} does not match image {img.shape[:2]}; resize it with map_to_image")
+        raise ValueError(f"heat {heat.shape} does not match image {img.shape[:2]}")
     colors = colormap(heat, cmap).astype(np.float32)
     out = (1.0 - alpha) * img.astype(np.float32) + alpha * colors
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def heat_overlay(
-    image: np.ndarray,
-    values: np.ndarray,
-    alpha: float = 0.5,
-    cmap: str = DEFAULT_CMAP,
-    vmin: float | None = None,
-    vmax: float | None = None,
-    patch_size: int | None = None,
-    stride: int | None = None,
-) -> np.ndarray:
-    """One-call overlay: map to pixels (`map_to_image`), normalise with vmin/vmax, then `blend`.
-
-    Normalisation happens on the token/CNN map, before placing it on pixels, so vmin/vmax refer to map values
-    (pass the same pair for every panel from `shared_range` to share the scale).
-    """
-    img = _check_image(image)
-    v = normalize(values, vmin, vmax)
-    return blend(img, map_to_image(v, img.shape[:2], patch_size, stride), alpha, cmap)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -510,7 +374,7 @@ def draw_mask_outline(
     Args:
         image: (H, W, 3) uint8 RGB.
         mask: (H / image_scale, W / image_scale) bool, in the same units as the other draw_* coordinates. Token
-            masks (gh, gw) must be placed on pixels first with `token_mask_to_pixels`.
+            masks (gh, gw) must be placed on pixels first (`fgviz.core.geometry.token_mask_to_pixels`).
         color: RGB outline colour.
         thickness: outline width in upscaled pixels, drawn inside the mask's boundary pixels.
         fill_alpha: opacity of a tint of `color` inside the mask (0 = outline only).
@@ -526,7 +390,7 @@ def draw_mask_outline(
     if m.ndim != 2 or (m.shape[0] * k, m.shape[1] * k) != out.shape[:2]:
         raise ValueError(
             f"mask {m.shape} does not match image {image.shape[:2]} at image_scale={image_scale}; "
-            "place token masks on pixels with token_mask_to_pixels"
+            "place token masks on pixels with fgviz.core.geometry.token_mask_to_pixels"
         )
     big = np.repeat(np.repeat(m, k, axis=0), k, axis=1)
     c = np.array(color[:3], dtype=np.float32)

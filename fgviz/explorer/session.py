@@ -1,0 +1,464 @@
+"""The explorer's server side: models, the explanation cache, ground truth and the metrics that need a model.
+
+`Explorer` runs each model at most once per (image, model spec, parameters): explanations live in an LRU cache
+keyed by a short string that the UI keeps in its state (the UI never holds arrays). Everything the view controls
+change is derived from a cached explanation by `fgviz.explorer.views`, without a model. Only these run a model:
+`Explorer.explain` (a cache miss), `deletion_insertion` and `sanity_check`; `forward_count` counts their forward
+passes, so tests and benchmarks can assert that a view did not run one.
+
+Security: model specs typed by a user go through `fgviz.weights.hub.load(..., allowed_roots=...)`, so a local path
+outside the weights folders is refused; images go through `fgviz.core.imageio.decode_image` (size limits, clear
+errors). A typed
+spec that cannot be used (refused, missing, a failing Hub) gives way to the registry model with a message
+(`resolve_or_default`), and the failure is remembered for FAILED_TTL_S so a hung Hub is not waited for again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fgviz.core.explanation import Explanation
+from fgviz.core.imageio import ImageError, decode_image, synthetic_params
+from fgviz.explorer import views
+from fgviz.explorer.analysis import AttentionAnalysis
+from fgviz.methods import METHODS, FineGrainedModel
+from fgviz.weights import hub
+from fgviz.weights.format import WeightsError
+
+DOMAINS = ("birds", "cars")
+AUTO = "auto"  # the registry model of the chosen domain
+ENV_MODELS = "FGVIZ_MODELS"
+N_RANDOM_MAPS = 4  # random maps averaged for the deletion/insertion chance curves (one draw is noisy)
+FAILED_TTL_S = 120.0  # a typed spec that failed to load is not retried for this long (a hung Hub costs one wait)
+
+
+class LRU:
+    """A small thread-safe LRU dict."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._d: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            if key not in self._d:
+                return None
+            self._d.move_to_end(key)
+            return self._d[key]
+
+    def put(self, key: Any, value: Any) -> Any:
+        with self._lock:
+            self._d[key] = value
+            self._d.move_to_end(key)
+            while len(self._d) > self.maxsize:
+                self._d.popitem(last=False)
+        return value
+
+    def __contains__(self, key: Any) -> bool:
+        with self._lock:
+            return key in self._d
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._d.clear()
+
+
+class ExpiredError(KeyError):
+    """An explanation key that is no longer cached (the UI asks to run again)."""
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """What made an explanation: the image (content hash), the method, the model spec and the parameters."""
+
+    image_id: str
+    method: str
+    spec: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, image_id: str, method: str, spec: str, params: dict[str, Any] | None = None) -> CacheKey:
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        return cls(image_id, method, spec, tuple(sorted(clean.items())))
+
+    @property
+    def param_dict(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    def describe(self) -> str:
+        """One line for captions: which model, which image, which parameters."""
+        p = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.params)
+        return f"{views.title(self.method)} `{self.spec}` on image {self.image_id[:8]}" + (f" ({p})" if p else "")
+
+
+def image_id(image: Image.Image) -> str:
+    """Content hash of an RGB image (size + pixels), the image part of every cache key."""
+    h = hashlib.sha1(f"{image.width}x{image.height}".encode())
+    h.update(np.asarray(image.convert("RGB"), np.uint8).tobytes())
+    return h.hexdigest()[:16]
+
+
+def resolve_device(device: str | None) -> str:
+    """"auto"/None -> cuda, mps or cpu, whichever is available; anything else is checked and returned."""
+    if device in (None, "", "auto"):
+        return str(hub.default_device())
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but no CUDA device is available")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("--device mps asked for, but MPS is not available")
+    return str(dev)
+
+
+def env_specs() -> list[str]:
+    """Extra model specs from $FGVIZ_MODELS (comma-separated)."""
+    return [s.strip() for s in os.environ.get(ENV_MODELS, "").split(",") if s.strip()]
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """Synthetic ground truth of an image, in the pixels of one model's input."""
+
+    part_mask: np.ndarray  # (H, W) bool: deciding parts
+    object_mask: np.ndarray  # (H, W) bool
+    class_name: str
+    params: dict[str, Any]
+
+
+class Explorer:
+    """Models, images and explanations for one app (shared by all its users; thread-safe).
+
+    Args:
+        device: "auto", "cpu", "cuda", "cuda:1", "mps".
+        extra_specs: model specs offered besides the registry (the app's --model and $FGVIZ_MODELS).
+        allowed_roots: folders that local model specs may come from (default: the weights folder and the folders
+            of local `extra_specs`).
+        max_explanations: LRU size of the explanation cache (each holds a few MB at the demo size, ~100 MB with
+            the attention of a paper-size ViT).
+        max_images: LRU size of the decoded-image cache.
+    """
+
+    def __init__(
+        self,
+        *,
+        device: str | None = "cpu",
+        extra_specs: Sequence[str] = (),
+        allowed_roots: Sequence[Path] | None = None,
+        max_explanations: int = 24,
+        max_images: int = 16,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.extra_specs: list[str] = []
+        self._fixed_roots = allowed_roots is not None
+        roots = allowed_roots if allowed_roots is not None else [hub.WEIGHTS_DIR]
+        self.allowed_roots = tuple(Path(r) for r in roots)
+        self.add_specs(extra_specs)
+        self._images = LRU(max_images)
+        self._expls = LRU(max_explanations)
+        self._analyses = LRU(4)  # derived attention: up to ~200 MB each for a paper-size ViT
+        self._derived = LRU(64)  # ground truth, randomised copies' explanations, metric results
+        self._failed = LRU(64)  # (spec, method) -> (time.monotonic(), reason) of typed specs that did not load
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+        self.forward_count = 0  # model forward passes run by this explorer (explain, metrics, sanity)
+
+    def add_specs(self, specs: Sequence[str]) -> None:
+        """Offer more model specs; the folders of local ones become allowed roots (unless roots were given)."""
+        for spec in specs:
+            spec = (spec or "").strip()
+            if not spec or spec in self.extra_specs:
+                continue
+            self.extra_specs.append(spec)
+            p = Path(spec).expanduser()
+            if not self._fixed_roots and p.is_dir():
+                self.allowed_roots = (*self.allowed_roots, p.resolve())
+
+    # ---------------------------------------------------------------------------------------------------------
+    # Models
+
+    def registry(self) -> dict[str, dict[str, Any]]:
+        return hub.registry()
+
+    def choices(self, method: str) -> list[str]:
+        """Specs offered for `method`: "auto", the registry entries of that method, then the extra specs whose
+        method is `method` or unknown until loaded (Hub and timm specs)."""
+        reg = [n for n, e in self.registry().items() if e.get("method") == method]
+        extra = [s for s in self.extra_specs if self.spec_method(s) in (method, None)]
+        return [AUTO, *reg, *[s for s in extra if s not in reg]]
+
+    def default_spec(self, method: str, domain: str) -> str:
+        """The registry model of `method` for `domain` (the first one listed)."""
+        for name, e in self.registry().items():
+            if e.get("method") == method and e.get("domain") == domain:
+                return name
+        for name, e in self.registry().items():
+            if e.get("method") == method:
+                return name
+        raise KeyError(f"the registry (weights/registry.json) has no {method} model; type a model spec instead")
+
+    def resolve(self, spec: str | None, method: str, domain: str) -> str:
+        """A concrete spec: "auto"/empty -> the registry model of `method` for `domain`."""
+        spec = (spec or "").strip()
+        if "|" in spec or len(spec) > 300:
+            raise WeightsError(f"invalid model spec {spec[:80]!r}")
+        return self.default_spec(method, domain) if spec in ("", AUTO) else spec
+
+    def resolve_or_default(self, spec: str | None, method: str, domain: str) -> tuple[str, str | None]:
+        """A spec whose model loads: `spec` itself, or the registry model of the domain when a typed spec cannot
+        be used (malformed, outside the weights folders, not on the Hub, a hung or failing Hub, a corrupt or
+        pickle-only repo, a model of another method). Returns (spec, None) or (default, a message saying why).
+
+        A failure is remembered for FAILED_TTL_S, so a Hub that hangs costs one bounded wait, not one per request.
+        When the default itself fails, the error is raised (there is nothing to fall back to).
+        """
+        default = self.default_spec(method, domain)
+        typed = (spec or "").strip()
+        if typed in ("", AUTO, default):
+            return default, None
+        failed = self._failed.get((typed, method))
+        if failed is not None and time.monotonic() - failed[0] < FAILED_TTL_S:
+            reason = failed[1]
+        else:
+            try:
+                self.model(self.resolve(typed, method, domain), method)
+                return typed, None
+            except (WeightsError, KeyError, ValueError, OSError) as e:
+                reason = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+                self._failed.put((typed, method), (time.monotonic(), reason))
+        return default, f"{views.title(method)}: could not use the model {typed[:120]!r} ({reason}); showing the " \
+                        f"default model {default!r} instead."
+
+    def spec_method(self, spec: str) -> str | None:
+        """The method of a spec without loading weights: registry entries and local folders say it; None for Hub
+        and timm specs (known once loaded)."""
+        entry = self.registry().get(spec)
+        if entry is not None:
+            return entry.get("method")
+        try:
+            parsed = hub.parse_spec(spec)
+        except WeightsError:
+            return None
+        if parsed.kind == "local":
+            try:
+                return hub.read_config(Path(parsed.value) / hub.CONFIG_NAME)["method"]
+            except (WeightsError, OSError):
+                return None
+        if parsed.kind == "timm" and parsed.method:
+            return parsed.method
+        return None
+
+    def model(self, spec: str, method: str) -> FineGrainedModel:
+        """Load (cached by fgviz.weights.hub) the model of `spec`; it must be a `method` model."""
+        model = hub.load(spec, device=self.device, method=method if spec.strip().startswith("timm:") else None,
+                         allowed_roots=self.allowed_roots)
+        if model.method != method:
+            raise WeightsError(f"{spec!r} is a {views.title(model.method)} model, not {views.title(method)}; "
+                               f"choose it in the {views.title(model.method)} column")
+        return model
+
+    def _lock(self, name: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault(name, threading.Lock())
+
+    # ---------------------------------------------------------------------------------------------------------
+    # Images and explanations
+
+    def add_image(self, src: Any) -> str:
+        """Decode an upload (any `decode_image` input) once; returns its content id. Raises ImageError."""
+        image = decode_image(src)
+        iid = image_id(image)
+        if self._images.get(iid) is None:
+            self._images.put(iid, image)
+        return iid
+
+    def image(self, iid: str) -> Image.Image:
+        image = self._images.get(iid)
+        if image is None:
+            raise ExpiredError(f"image {iid} is no longer cached; upload it again")
+        return image
+
+    def compute(self, image: Image.Image, spec: str, method: str, params: dict[str, Any]) -> Explanation:
+        """Run `spec`'s model on `image` (no caching). The app wraps this in `spaces.GPU`."""
+        model = self.model(spec, method)
+        with self._lock(f"{spec}|{method}"):  # one forward per model at a time: capture hooks are per module
+            return model.explain(image, **params)
+
+    def explain(self, iid: str, spec: str, method: str, params: dict[str, Any] | None = None, *,
+                compute: Callable[..., Explanation] | None = None) -> CacheKey:
+        """The key of the explanation of image `iid` by `spec` with `params`; runs the model only on a cache miss.
+
+        One forward per (image, model, params): concurrent requests for the same key wait for the first one.
+        `compute(image, spec, method, params)` replaces `self.compute` (e.g. the same call under `spaces.GPU`).
+        """
+        key = CacheKey.of(iid, method, spec, params)
+        if self._expls.get(key) is not None:
+            return key
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)}")
+        self.model(spec, method)  # load (and check the method) before taking the per-key lock
+        with self._lock(f"key|{hash(key) % 64}"):  # 64 striped locks: one per key would grow forever
+            if self._expls.get(key) is None:
+                expl = (compute or self.compute)(self.image(iid), spec, method, key.param_dict)
+                self.forward_count += 1
+                self._expls.put(key, expl)
+        return key
+
+    def get(self, key: CacheKey) -> Explanation:
+        expl = self._expls.get(key)
+        if expl is None:
+            raise ExpiredError("this explanation is no longer cached; press Explain again")
+        return expl
+
+    def analysis(self, key: CacheKey) -> AttentionAnalysis:
+        """Derived attention of a ViT explanation (cached; never runs a model)."""
+        an = self._analyses.get(key)
+        if an is None:
+            an = self._analyses.put(key, AttentionAnalysis(self.get(key)))
+        return an
+
+    # ---------------------------------------------------------------------------------------------------------
+    # Ground truth (synthetic images)
+
+    def ground_truth(self, key: CacheKey) -> tuple[GroundTruth | None, str]:
+        """Deciding-part mask of the explained image in the model's input pixels, when the image is a tagged
+        generator image whose pixels match a regeneration. Returns (truth or None, a sentence saying why)."""
+        cached = self._derived.get(("gt", key))
+        if cached is not None:
+            return cached
+        image = self.image(key.image_id)
+        params = synthetic_params(image)
+        if params is None:
+            out: tuple[GroundTruth | None, str] = (None, "no ground truth: the image does not come from the fgviz "
+                                                         "generator (only its examples and exports carry the tag)")
+            return self._derived.put(("gt", key), out)
+        from fgviz.data.synthetic import DOMAINS as SYNTHETIC_DOMAINS
+        from fgviz.data.synthetic import make_sample
+
+        if params["domain"] not in SYNTHETIC_DOMAINS:
+            out = (None, f"no ground truth: the image's generator tag names an unknown domain {params['domain']!r}")
+            return self._derived.put(("gt", key), out)
+        s = make_sample(params["domain"], params["index"], params["seed"], params["size"])
+        got = np.asarray(image, np.float32)
+        if got.shape != s.image.shape or float(np.abs(got - s.image).mean()) > 8.0:
+            out = (None, "no ground truth: the image carries a generator tag but its pixels differ from the "
+                         "generated sample (edited or resized?)")
+            return self._derived.put(("gt", key), out)
+        model = self.model(key.spec, key.method)
+        pre = model.preprocess
+
+        def warp(mask: np.ndarray) -> np.ndarray:
+            rgb = np.repeat((mask.astype(np.uint8) * 255)[:, :, None], 3, axis=2)
+            return pre.display(rgb)[:, :, 0] >= 128
+
+        truth = GroundTruth(warp(s.part_mask), warp(s.object_mask), s.class_name, params)
+        return self._derived.put(("gt", key), (truth, f"ground truth: generator sample {params['domain']} "
+                                                      f"#{params['index']} (seed {params['seed']}), class "
+                                                      f"{s.class_name}"))
+
+    # ---------------------------------------------------------------------------------------------------------
+    # Metrics that need the model
+
+    def predict_fn(self, spec: str, method: str, model: torch.nn.Module | None = None) -> Callable:
+        """(B, H, W, 3) uint8 model-input images -> (B, C) probabilities, counted in `forward_count`."""
+        model = model if model is not None else self.model(spec, method)
+        pre = model.preprocess
+
+        @torch.inference_mode()
+        def predict(images: np.ndarray) -> np.ndarray:
+            x = torch.cat([pre.normalize(im) for im in images]).to(model.device, model.dtype)
+            self.forward_count += 1
+            return torch.softmax(model(x).float(), dim=-1).cpu().numpy()
+
+        return predict
+
+    def compute_deletion_insertion(self, spec: str, method: str, image: np.ndarray, saliency: np.ndarray,
+                                   target: int, steps: int) -> Any:
+        """RISE deletion/insertion curves of `saliency` on the model input `image` (no caching)."""
+        from fgviz.core.metrics import deletion_insertion
+
+        predict = self.predict_fn(spec, method)
+        with self._lock(f"{spec}|{method}"):
+            return deletion_insertion(predict, image, saliency, int(target), steps=int(steps), n_random=N_RANDOM_MAPS)
+
+    def deletion_insertion(self, key: CacheKey, map_name: str, steps: int = 16, *,
+                           compute: Callable[..., Any] | None = None) -> Any:
+        """RISE deletion/insertion of one map of a cached explanation (runs the model on the perturbed images).
+
+        `compute(spec, method, image, saliency, target, steps)` replaces `self.compute_deletion_insertion`.
+        """
+        ck = ("di", key, map_name, int(steps))
+        res = self._derived.get(ck)
+        if res is None:
+            e = self.get(key)
+            res = (compute or self.compute_deletion_insertion)(key.spec, e.method, e.image,
+                                                               views.named_map(e, map_name),
+                                                               int(np.argmax(e.probs)), int(steps))
+            self._derived.put(ck, res)
+        return res
+
+    def pointing(self, key: CacheKey, map_name: str) -> dict[str, Any] | None:
+        """Pointing game against the synthetic deciding parts: the energy share (with its chance) and whether the
+        map's maximum lies on a part. None when there is no ground truth."""
+        from fgviz.core.metrics import energy_pointing_game
+
+        truth, _ = self.ground_truth(key)
+        if truth is None or not truth.part_mask.any():
+            return None
+        e = self.get(key)
+        m = views.named_map(e, map_name)
+        energy = energy_pointing_game(m, truth.part_mask)
+        y, x = np.unravel_index(int(np.argmax(m)), m.shape)
+        # A hit may land within 1 px of a part (the mask is resampled into the model's input).
+        near = truth.part_mask[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2].any()
+        return {"energy": energy.value, "energy_chance": energy.chance, "hit": bool(near),
+                "hit_chance": float(truth.part_mask.mean()), "max_at": [int(x), int(y)],
+                "class": truth.class_name}
+
+    def compute_sanity(self, spec: str, method: str, image: Image.Image, params: dict[str, Any],
+                       seed: int) -> Explanation:
+        """Explain `image` with `spec`'s architecture re-initialised by its own init (no caching), the copy
+        `fgviz.evaluate` uses for the model cards' re-initialised figures."""
+        model = self.model(spec, method)
+        with self._lock(f"{spec}|{method}"):
+            copy = model.reinitialized(seed=seed)
+        copy.name = f"{spec} (re-initialised, seed {seed})"
+        return copy.explain(image, **params)
+
+    def sanity_check(self, key: CacheKey, map_name: str, seed: int = 0, *,
+                     compute: Callable[..., Explanation] | None = None) -> tuple[Explanation, float]:
+        """Adebayo et al.'s model-randomisation test: explain the same image with a re-initialised copy of the model
+        and compare the maps (Spearman rank correlation; a faithful map should change a lot).
+
+        `compute(spec, method, image, params, seed)` replaces `self.compute_sanity`.
+        """
+        from fgviz.core.metrics import rank_correlation
+
+        e = self.get(key)
+        ck = ("sanity", key, int(seed))
+        rnd = self._derived.get(ck)
+        if rnd is None:
+            rnd = (compute or self.compute_sanity)(key.spec, e.method, self.image(key.image_id), key.param_dict,
+                                                   int(seed))
+            self.forward_count += 1
+            self._derived.put(ck, rnd)
+        return rnd, rank_correlation(views.named_map(e, map_name), views.named_map(rnd, map_name))
+
+
+__all__ = ["AUTO", "DOMAINS", "ENV_MODELS", "LRU", "CacheKey", "ExpiredError", "Explorer", "GroundTruth", "ImageError",
+           "env_specs", "image_id", "resolve_device"]

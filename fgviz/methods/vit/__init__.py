@@ -1,0 +1,68 @@
+"""The plain ViT baseline: rollout and per-head attention of a vanilla timm ViT, the column a class wants beside
+TransFG. Its folder also holds what every ViT method shares (`build_vit`, the ViT weight adapters, token views)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from fgviz.core import metrics
+from fgviz.core.explanation import Explanation
+from fgviz.methods.base import FineGrainedModel
+from fgviz.methods.method import Method, Overview, Steps
+from fgviz.methods.vit import recipes, views, weights
+from fgviz.methods.vit.model import ViT, ViTConfig
+from fgviz.viz.panels import Style
+
+
+class ViTMethod(Method):
+    name = "vit"
+    title = "ViT"
+    model_class = ViT
+    backbone_family = "ViT"
+    has_attention = True
+    overview_default = False  # an optional Overview column
+    paper = "Dosovitskiy et al., ICLR 2021, arXiv 2010.11929 (rollout: Abnar & Zuidema, ACL 2020)"
+    imagenet_spec = "timm:vit_base_patch16_224.augreg2_in21k_ft_in1k#vit"
+    presets = recipes.PRESETS
+
+    def signature(self, e: Explanation) -> np.ndarray:
+        return views.rollout_pixels(e)
+
+    def overview(self, e: Explanation, maps: dict[str, np.ndarray], style: Style, vrange: tuple[float, float] | None,
+                 main_only: bool = False) -> Overview:
+        return views.overview(e, maps, style, vrange, main_only)
+
+    def steps(self, e: Explanation, style: Style, params: dict[str, Any] | None = None) -> Steps:
+        return views.steps(e, style)
+
+    def map_choices(self) -> tuple[str, ...]:
+        return ("rollout",)
+
+    def named_map(self, e: Explanation, name: str) -> np.ndarray:
+        if name != "rollout":
+            return super().named_map(e, name)
+        return views.token_pixels(e, e.rollout[-1])
+
+    def summary(self, e: Explanation) -> dict[str, Any]:
+        return views.vit_summary(e)
+
+    def figures(self, e: Explanation, part_mask: np.ndarray, *, oracles: bool = True
+                ) -> dict[str, metrics.MetricResult]:
+        return views.rollout_figures(e, part_mask)
+
+    def from_timm(self, src: nn.Module, labels: list[str], pretrained_cfg: dict[str, Any]) -> FineGrainedModel:
+        return weights.vit_from_timm(src, labels, pretrained_cfg)
+
+    def init_from_timm(self, model: FineGrainedModel, src: nn.Module) -> list[str]:
+        return weights.vit_init_from_timm(model, src)
+
+    def backbone_note(self) -> str:
+        return "every weight is the pretrained ViT's: it is that model"
+
+
+METHOD = ViTMethod()
+
+__all__ = ["METHOD", "ViT", "ViTConfig", "ViTMethod"]

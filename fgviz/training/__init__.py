@@ -1,0 +1,1 @@
+"""Training (`train`: one CLI, single process or torchrun) and evaluation (`evaluate`: every model-card figure)."""

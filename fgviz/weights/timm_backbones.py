@@ -1,0 +1,228 @@
+"""Backbone mode and training inits from timm ImageNet checkpoints on the Hub (`timm:<name>` specs).
+
+No trained TransFG, RAMS-Trans or TASN weights were ever published (docs methods.md 4.1), so ``timm:<name>`` specs
+(e.g. ``timm:vit_base_patch16_224.augreg2_in21k_ft_in1k``, ``timm:resnet50.tv_in1k``) wrap a timm ImageNet
+checkpoint as one of the methods, with its own ImageNet classifier. Only ``config.json`` and ``model.safetensors``
+are fetched from ``timm/<name>`` (through `fgviz.weights.download`: cache, offline mode and error messages as every
+other download); a repo with only a pickle is refused. The state dict is loaded strictly into the timm architecture
+its config.json names, then each method's own adapter (`Method.from_timm`, in its folder's weights.py) copies it with
+explicit maps and shape checks. Such models are ``weights_kind = "backbone"``: **not** fine-tuned for the method.
+
+`init_from_timm(model, name)` is the training counterpart: the method's `init_from_timm` copies an ImageNet backbone
+into an existing model as the official code does; heads stay random.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from fgviz.methods import METHODS, FineGrainedModel, Method
+from fgviz.methods.base import MAX_CLASSES, ConversionError
+from fgviz.weights.download import hub_download
+from fgviz.weights.format import MAX_CONFIG_BYTES, WEIGHTS_NAME, WeightsError
+
+TIMM_ORG = "timm"
+# timm model_args a config.json may pass to create_model (geometry only; anything else is refused)
+ALLOWED_MODEL_ARGS = {
+    "img_size",
+    "in_chans",
+    "num_classes",
+    "global_pool",
+    "patch_size",
+    "embed_dim",
+    "depth",
+    "num_heads",
+    "mlp_ratio",
+    "qkv_bias",
+    "class_token",
+    "layers",
+    "channels",
+}
+
+
+@dataclass(frozen=True)
+class TimmCheckpoint:
+    """A timm Hub checkpoint: the parsed config.json and the state dict (from safetensors)."""
+
+    name: str  # timm model name with tag, e.g. "resnet18.tv_in1k"
+    repo_id: str
+    architecture: str
+    num_classes: int
+    pretrained_cfg: dict[str, Any]
+    model_args: dict[str, Any]
+    labels: list[str]
+    state: dict[str, torch.Tensor]
+
+
+def _labels(config: dict[str, Any], num_classes: int) -> list[str]:
+    """Class names: config.json's label names/descriptions, else timm's offline ImageNet names, else class_i."""
+    names = config.get("label_names") or config.get("pretrained_cfg", {}).get("label_names")
+    descriptions = config.get("label_descriptions") or config.get("pretrained_cfg", {}).get("label_descriptions")
+    if isinstance(names, dict):  # {index: name}
+        names = [names.get(str(i), names.get(i, f"class_{i}")) for i in range(num_classes)]
+    if isinstance(names, list) and len(names) == num_classes:
+        if isinstance(descriptions, dict):
+            return [str(descriptions.get(n, n)) for n in names]
+        return [str(n) for n in names]
+    from timm.data import ImageNetInfo, infer_imagenet_subset
+
+    subset = infer_imagenet_subset({"num_classes": num_classes})
+    if subset is not None:
+        return list(ImageNetInfo(subset).label_descriptions())
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+def fetch_timm_checkpoint(name: str, revision: str | None = None) -> TimmCheckpoint:
+    """Download (or read from the cache) ``timm/<name>``'s config.json and model.safetensors; never a pickle.
+
+    `revision` pins a branch, tag or commit of the timm repo (default: main).
+
+    Raises:
+        WeightsError: the repo, a file, or the network is unavailable, or the files are malformed.
+    """
+    name = name.removeprefix("timm:")
+    repo = f"{TIMM_ORG}/{name}"
+    what = f"timm:{name}"
+    config_path = hub_download(repo, "config.json", revision, what=what)
+    if config_path.stat().st_size > MAX_CONFIG_BYTES:
+        raise WeightsError(f"{what}: {repo}'s config.json is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        config = json.loads(config_path.read_text())
+        arch = config["architecture"]
+        pretrained_cfg = dict(config.get("pretrained_cfg", {}))
+        num_classes = int(config.get("num_classes", pretrained_cfg.get("num_classes", 0)))
+        model_args = dict(config.get("model_args", {}))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+        raise WeightsError(f"{what}: {repo}'s config.json is not a timm config: {e!r}") from None
+    bad = sorted(set(model_args) - ALLOWED_MODEL_ARGS)
+    if bad:
+        raise WeightsError(f"{what}: unsupported model_args {bad} in {repo}'s config.json")
+    if not 0 <= num_classes <= MAX_CLASSES:
+        raise WeightsError(f"{what}: num_classes={num_classes} outside [0, {MAX_CLASSES}]")
+    weights_path = hub_download(repo, WEIGHTS_NAME, revision, what=what)
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"{what}: {weights_path} is not a readable safetensors file: {e}") from None
+    return TimmCheckpoint(
+        name=name,
+        repo_id=repo,
+        architecture=str(arch),
+        num_classes=num_classes,
+        pretrained_cfg=pretrained_cfg,
+        model_args=model_args,
+        labels=_labels(config, num_classes),
+        state=state,
+    )
+
+
+def build_timm_model(ckpt: TimmCheckpoint) -> nn.Module:
+    """The timm architecture of `ckpt` (no download) with its weights loaded strictly."""
+    import timm
+
+    if not timm.is_model(ckpt.architecture):
+        raise WeightsError(f"timm:{ckpt.name}: unknown timm architecture {ckpt.architecture!r}")
+    kwargs = {**ckpt.model_args, "num_classes": ckpt.num_classes}
+    if not isinstance(kwargs.get("img_size", 224), (int, list, tuple)):
+        raise WeightsError(f"timm:{ckpt.name}: bad img_size {kwargs['img_size']!r}")
+    try:
+        model = timm.create_model(ckpt.architecture, pretrained=False, **kwargs)
+    except (TypeError, ValueError, AssertionError) as e:
+        raise WeightsError(f"timm:{ckpt.name}: cannot build {ckpt.architecture} from config.json: {e}") from None
+    try:
+        model.load_state_dict(ckpt.state, strict=True)
+    except RuntimeError as e:
+        raise WeightsError(f"timm:{ckpt.name}: weights do not fit {ckpt.architecture}: {e}") from None
+    return model.eval()
+
+
+def family(model: nn.Module) -> str:
+    """"ViT" or "ResNet" (what the methods' `backbone_family` names), else the class name."""
+    from timm.models.resnet import ResNet
+    from timm.models.vision_transformer import VisionTransformer
+
+    if isinstance(model, VisionTransformer):
+        return "ViT"
+    if isinstance(model, ResNet):
+        return "ResNet"
+    return type(model).__name__
+
+
+def methods_for(fam: str) -> list[Method]:
+    """The methods that wrap a `fam` backbone, the family's default first."""
+    return sorted((m for m in METHODS.values() if m.backbone_family == fam), key=lambda m: not m.default_for_family)
+
+
+def load_timm_backbone(name: str, method: str | None = None, *, revision: str | None = None) -> FineGrainedModel:
+    """Wrap the ImageNet timm checkpoint ``timm/<name>`` as `method` (default: the family's default method).
+
+    Args:
+        name: timm model name with its pretrained tag, with or without the ``timm:`` prefix.
+        method: a method whose `backbone_family` is the checkpoint's family (default: the family's default).
+        revision: branch, tag or commit of the timm repo to pin (default: main).
+
+    Returns:
+        The model in eval mode, ``weights_kind = "backbone"``, with a provenance saying it is not fine-tuned.
+
+    Raises:
+        WeightsError: download, format or architecture problems (the message names the spec and repo).
+        KeyError: unknown method.
+    """
+    name = name.removeprefix("timm:")
+    if method is not None and method not in METHODS:
+        raise KeyError(f"unknown method {method!r}; available: {sorted(METHODS)}")
+    ckpt = fetch_timm_checkpoint(name, revision)
+    src = build_timm_model(ckpt)
+    fam = family(src)
+    wrappers = methods_for(fam)
+    if not wrappers:
+        raise WeightsError(f"timm:{name}: backbone mode wraps ViTs and ResNets, not {fam}")
+    chosen = METHODS[method] if method else wrappers[0]
+    if chosen not in wrappers:
+        raise WeightsError(f"timm:{name} is a {fam}; {chosen.name} wraps {chosen.backbone_family} checkpoints")
+    if ckpt.num_classes < 1:
+        raise WeightsError(
+            f"timm:{name} has no classifier head (num_classes=0): backbone mode needs one; use it for training "
+            "initialisation (fgviz.weights.timm_backbones.init_from_timm) instead"
+        )
+    try:
+        model = chosen.from_timm(src, ckpt.labels, ckpt.pretrained_cfg)
+    except ConversionError as e:
+        raise WeightsError(f"timm:{name} as {chosen.title}: {e}") from None
+    cfg = ckpt.pretrained_cfg
+    model.weights_kind = "backbone"
+    model.name = f"timm:{name}"
+    model.provenance = {
+        "description": f"ImageNet backbone, not fine-tuned for {chosen.title}: {ckpt.repo_id} ({ckpt.architecture}) "
+        f"wrapped as {type(model).__name__}; {chosen.backbone_note()}.",
+        "weights_kind": "backbone",
+        "source": f"https://huggingface.co/{ckpt.repo_id}" + (f"@{revision}" if revision else ""),
+        "architecture": ckpt.architecture,
+        "license": cfg.get("license", "see the source repo"),
+        "dataset": "ImageNet" + (f" ({cfg['tag']})" if cfg.get("tag") else ""),
+    }
+    return model.eval()
+
+
+def init_from_timm(model: FineGrainedModel, name: str) -> list[str]:
+    """Initialise `model` for training from the ImageNet checkpoint ``timm/<name>`` (heads stay random); returns
+    the parameter names left as they were.
+
+    Raises:
+        WeightsError: download problems, or nothing in `model` has the checkpoint's architecture.
+    """
+    name = name.removeprefix("timm:")
+    ckpt = fetch_timm_checkpoint(name)
+    src = build_timm_model(ckpt)
+    method = METHODS[model.method]
+    try:
+        return method.init_from_timm(model, src)
+    except (ConversionError, NotImplementedError) as e:
+        raise WeightsError(f"timm:{name} -> {type(model).__name__}: {e}") from None
