@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import numpy as np
@@ -43,6 +44,34 @@ def test_deterministic(domain):
     assert a.label == b.label
     assert not np.array_equal(a.image, make_sample(domain, 17, 6, 96).image)  # the seed matters
     assert not np.array_equal(a.image, make_sample(domain, 33, 5, 96).image)  # same class, another image
+
+
+# Data version 1, pinned: sha1 of the image bytes, of the part-mask bytes, and of the label map together with the
+# box, keypoints and label, computed from the generator before version 2 existed (commit 98531aa). Images that were
+# exported, tagged or trained on with version 1 must regenerate bit for bit.
+V1_PINS = [
+    ("birds", 0, 0, 96, "6cd4d6972bc7a46e4c1af2e4b8446fbc70e9b1a2", "fab8c58cabf3822cdc06328b63f361cb6dbc8427", "c9f5192ed5d9e482409ec9fd0faf53c6ceb0a494"),
+    ("birds", 7, 0, 96, "b529f2baac229aaa5de247aa71881d6c61002862", "eb9dd8ee1ca5f227dc8b68dda6a038ce93625500", "c4f87a543b4147fc011bcaa3fb2ab6ad63b2e18a"),
+    ("birds", 21, 5, 96, "f80c815595c124143a9952fd7e0a15a4da774d36", "4ef57f5bc73e2b352e403d68848e1076045d1b86", "cd200209ba563c7b74852a8d9689843098207d8e"),
+    ("birds", 0, 0, (80, 120), "7f382fda11f3f9d15a3bc5eb4eed1e33644582ae", "6867f1d35644647d625b1f9feabd399004d27081", "0823cd7ba24b57c7c47757c449fd3f7c38ac5010"),
+    ("birds", 7, 0, (80, 120), "f1362627a0260d9c38d134fa5c56b82283aec97c", "36cc3270315feeba6ba57598ac218cc202199514", "dd86ad5fd504385685e8bbf9dc4e0e6de8bc8785"),
+    ("birds", 21, 5, (80, 120), "bdd8310940e2080577981fa56c6604d01f5777c9", "8e8298dda8b0c6cf61587195428c8199dc075235", "7f4291e37ba3d76e2ef4fdeaf5cd684514d9abfc"),
+    ("cars", 0, 0, 96, "d979958f227fd1262c1968565ac32e7c9159683f", "35025f5f24d53c6c831d792d3d42aba80aa73fea", "acaded00d5f105a41f49ee24746039ef7e641a4e"),
+    ("cars", 7, 0, 96, "bafa8f0d2e609a8601125fa03ae51a8d1fcba3c9", "cae0c993a562290fbfa074abba96e84312a54cdc", "eaad6dbbacee5aa11391e7bd0fbe38f61e1dac0c"),
+    ("cars", 21, 5, 96, "a34398c421fcaaeb1f5fe04d2da1c5c8c9caa33b", "6d77f56cbff42fe8b2dcbe2e97ec5008c2083983", "af07ad3a474659bd52dad83c8ee890eb352a8ed3"),
+    ("cars", 0, 0, (80, 120), "afe34aeab022ec41a36ef526dbf8ab874bcb3707", "e413ff5ea914b024423d657fe126e160fc9cf857", "855d04e75b468dab6acda0e3818703a84840294d"),
+    ("cars", 7, 0, (80, 120), "8ef17c551bff972dc5795c2e64e5109cd67d8352", "225ed4c7ef106a635749674ac60d79e9e294d3f8", "b2394a5c936fa8094031b874d30dbc7539e37456"),
+    ("cars", 21, 5, (80, 120), "b237a5dc67fdcb9b0ca6f426d2c0a48d0e7a2f3f", "f65b24acc9cfb8a57f9baaab9254ba0c8754e561", "e1300737e6da52e5cbaa4da0b4c536193cadee56"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("dom", "index", "seed", "size", "image_sha1", "mask_sha1", "truth_sha1"), V1_PINS)
+def test_version_1_is_pinned(dom, index, seed, size, image_sha1, mask_sha1, truth_sha1):
+    s = make_sample(dom, index, seed, size)
+    assert hashlib.sha1(s.image.tobytes()).hexdigest() == image_sha1
+    assert hashlib.sha1(s.part_mask.tobytes()).hexdigest() == mask_sha1
+    truth = s.segmentation.tobytes() + repr((s.bbox, s.parts, s.label)).encode()
+    assert hashlib.sha1(truth).hexdigest() == truth_sha1
 
 
 def test_classes(domain):
