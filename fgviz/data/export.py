@@ -49,7 +49,8 @@ def _save(img: np.ndarray, path: Path, quality: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     im = Image.fromarray(img)
     if path.suffix.lower() in (".jpg", ".jpeg"):
-        im.save(path, quality=quality)
+        # full-resolution chroma (4:4:4): 4:2:0 smears the small saturated parts into their surroundings
+        im.save(path, quality=quality, subsampling=0)
     else:
         im.save(path)
 
