@@ -21,7 +21,8 @@ is touched (`warnings.catch_warnings` is process-global and not thread-safe in a
 `PIL.ImageFile.LOAD_TRUNCATED_IMAGES`, which would turn a truncated file into a half-grey image.
 
 Images from the synthetic generator carry their generator arguments (a PNG text chunk or a JPEG comment named
-`SYNTHETIC_KEY`); `synthetic_params` reads them back so the app can regenerate the ground truth.
+`SYNTHETIC_KEY`, JSON with domain, index, seed, size and the data version; tags written before version 2 have no
+version and mean version 1); `synthetic_params` reads them back so the app can regenerate the ground truth.
 """
 
 from __future__ import annotations
@@ -345,11 +346,12 @@ def decode_image(
 
 
 def synthetic_params(image: Image.Image) -> dict[str, Any] | None:
-    """Generator arguments (domain, index, seed, size) of an image decoded from a tagged synthetic file, else None.
+    """Generator arguments (domain, index, seed, size, version) of an image decoded from a tagged synthetic file,
+    else None. A tag without "version" (written before data version 2 existed) means version 1.
 
     The tag is only a claim; callers regenerate the sample and compare pixels before trusting it.
     """
-    from fgviz.data.synthetic import DOMAINS
+    from fgviz.data.synthetic import DOMAINS, VERSIONS
 
     tag = image.info.get(SYNTHETIC_KEY) if isinstance(image, Image.Image) else None
     if not tag or len(tag) > 1000:
@@ -359,17 +361,30 @@ def synthetic_params(image: Image.Image) -> dict[str, Any] | None:
         out = {"domain": str(p["domain"]), "index": int(p["index"]), "seed": int(p["seed"])}
         size = p["size"]
         out["size"] = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    except (ValueError, KeyError, TypeError, IndexError):
+        version = p.get("version", 1)
+        if isinstance(version, bool) or not isinstance(version, int):
+            return None
+        out["version"] = version
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None
     if out["domain"] not in DOMAINS or out["index"] < 0 or not all(16 <= s <= 1024 for s in out["size"]):
+        return None
+    if out["version"] not in VERSIONS:
         return None
     return out
 
 
-def synthetic_tag(domain: str, index: int, seed: int, size: int | tuple[int, int]) -> str:
-    """The tag `decode_image` reads back: JSON of the generator arguments."""
+def synthetic_tag(domain: str, index: int, seed: int, size: int | tuple[int, int], version: int | None = None) -> str:
+    """The tag `decode_image` reads back: JSON of the generator arguments, e.g.
+    `{"domain":"birds","index":3,"seed":0,"size":96,"version":2}`. `version` None means the generator's default
+    (`fgviz.data.synthetic.LATEST_VERSION`), the version `make_sample` draws when given none."""
+    if version is None:
+        from fgviz.data.synthetic import LATEST_VERSION
+
+        version = LATEST_VERSION
     return json.dumps({"domain": domain, "index": int(index), "seed": int(seed),
-                       "size": size if isinstance(size, int) else list(size)}, separators=(",", ":"))
+                       "size": size if isinstance(size, int) else list(size), "version": int(version)},
+                      separators=(",", ":"))
 
 
 def save_tagged(image: np.ndarray, path: str | Path, tag: str, *, quality: int = 92) -> Path:

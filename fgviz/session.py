@@ -335,7 +335,7 @@ class Explorer:
             return self._derived.put(("gt", key), out)
         from fgviz.data.synthetic import make_sample
 
-        s = make_sample(params["domain"], params["index"], params["seed"], params["size"])
+        s = make_sample(params["domain"], params["index"], params["seed"], params["size"], params["version"])
         got = np.asarray(image, np.float32)
         if got.shape != s.image.shape or float(np.abs(got - s.image).mean()) > 8.0:
             out = (None, "no ground truth: the image carries a generator tag but its pixels differ from the "

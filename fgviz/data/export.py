@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fgviz.data.synthetic import Sample, class_names, make_sample, num_classes, part_names
+from fgviz.data.synthetic import LATEST_VERSION, Sample, class_names, make_sample, num_classes, part_names
 
 LAYOUTS = ("cub", "cars", "folder")
 
@@ -70,6 +70,7 @@ def export(
     ext: str = "jpg",
     quality: int = 95,
     vary_aspect: bool = False,
+    version: int = LATEST_VERSION,
 ) -> Path:
     """Generate samples 0..n-1 of `domain` and write them under `out` in `layout`; returns `out`.
 
@@ -77,12 +78,13 @@ def export(
         size: side, or (height, width).
         ext: image format ("jpg" like the real datasets; "png" for lossless round trips).
         vary_aspect: give images different widths (the real datasets are not square).
+        version: synthetic data version (`fgviz.data.synthetic.VERSIONS`).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    samples = (make_sample(domain, i, seed, image_size(i, size, vary_aspect)) for i in range(n))
+    samples = (make_sample(domain, i, seed, image_size(i, size, vary_aspect), version) for i in range(n))
     writer = {"cub": _write_cub, "cars": _write_cars, "folder": _write_folder}[layout]
     writer(domain, samples, out, ext.lstrip("."), quality)
     return out
