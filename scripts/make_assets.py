@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         for i, index in enumerate(indices, start=1):
             s = make_sample(domain, index, seed=SEED, size=args.size)
             path = args.out / f"{domain}_{i}.jpg"
-            save_tagged(s.image, path, synthetic_tag(domain, index, SEED, args.size))
+            save_tagged(s.image, path, synthetic_tag(domain, index, SEED, args.size, s.version))
             print(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: {s.class_name}")
 
 

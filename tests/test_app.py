@@ -444,7 +444,8 @@ def test_e2e_export(client) -> None:
         numbers = json.loads(z.read("numbers.json"))
         pngs = [n for n in names if n.endswith(".png")]
         assert len(pngs) >= 30
-        assert {f["file"] for f in manifest["files"]} == names - {"manifest.json", "numbers.json", "charts/plotly.min.js"}
+        listed = {f["file"] for f in manifest["files"]}
+        assert listed == names - {"manifest.json", "numbers.json", "charts/plotly.min.js"}
         for n in pngs:
             with Image.open(z.open(n)) as im:
                 assert max(im.size) >= 1024, n

@@ -182,10 +182,7 @@ def _shot(driver, name: str) -> Path:
 def _image_at(driver, selector: str) -> np.ndarray:
     """The pixels of an image the page shows (fetched from its src, as the browser did)."""
     src = driver.execute_script(f"return document.querySelector({selector!r}).src")
-    if src.startswith("data:"):
-        data = base64.b64decode(src.split(",", 1)[1])
-    else:
-        data = httpx.get(src, timeout=30).content
+    data = base64.b64decode(src.split(",", 1)[1]) if src.startswith("data:") else httpx.get(src, timeout=30).content
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
@@ -204,8 +201,8 @@ def test_example_fills_every_overview_panel(desktop, served) -> None:
     sizes = desktop.execute_script(f"return {list(SHOWN)!r}.map(m => document.querySelector('#ov-' + m + ' img')"
                                    ".naturalWidth)")
     assert all(s >= 384 for s in sizes), sizes
-    bottom_js = ("return Math.ceil(Math.max(...%r.map(m => document.querySelector('#ov-gal-' + m)"
-                 ".closest('.column').getBoundingClientRect().bottom)) + window.scrollY)" % list(SHOWN))
+    bottom_js = (f"return Math.ceil(Math.max(...{list(SHOWN)!r}.map(m => document.querySelector('#ov-gal-' + m)"
+                 ".closest('.column').getBoundingClientRect().bottom)) + window.scrollY)")
     bottom, previous = desktop.execute_script(bottom_js), -1
     while bottom != previous:  # the README screenshot: top of the page to the end of the Overview row
         time.sleep(1.0)
@@ -227,11 +224,14 @@ def test_gallery_images_and_captions_are_whole(desktop, served) -> None:
     cut = desktop.execute_script("""
         const bad = [];
         for (const item of document.querySelectorAll('.fg-gallery .thumbnail-item')) {
-          const box = item.getBoundingClientRect(), img = item.querySelector('img'), cap = item.querySelector('.caption-label');
+          const box = item.getBoundingClientRect(), img = item.querySelector('img');
+          const cap = item.querySelector('.caption-label');
           if (img) { const r = img.getBoundingClientRect();
-            if (r.width < 2 || r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1 || r.bottom > box.bottom + 1)
+            if (r.width < 2 || r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1
+                || r.bottom > box.bottom + 1)
               bad.push('image ' + img.src.slice(-20)); }
-          if (!cap || cap.offsetHeight === 0 || cap.scrollWidth > cap.clientWidth + 1 || cap.scrollHeight > cap.clientHeight + 1)
+          if (!cap || cap.offsetHeight === 0 || cap.scrollWidth > cap.clientWidth + 1
+              || cap.scrollHeight > cap.clientHeight + 1)
             bad.push('caption ' + (cap ? cap.innerText.slice(0, 40) : 'missing'));
         }
         return bad;""")
@@ -297,9 +297,10 @@ def test_an_error_clears_every_panel(desktop, served, tmp_path) -> None:
           "the banner to say nothing is shown")
     _idle(desktop)
     left = desktop.execute_script("""
-        return Array.from(document.querySelectorAll('img')).filter(i => i.closest('.tabitem, .tab-content, [role=tabpanel]')
-          && !i.closest('.gallery-item, #component-examples, [data-testid=image] .upload-container') && i.naturalWidth > 0
-          && i.offsetParent !== null).map(i => i.src.slice(-30))""")
+        return Array.from(document.querySelectorAll('img'))
+          .filter(i => i.closest('.tabitem, .tab-content, [role=tabpanel]')
+            && !i.closest('.gallery-item, #component-examples, [data-testid=image] .upload-container')
+            && i.naturalWidth > 0 && i.offsetParent !== null).map(i => i.src.slice(-30))""")
     assert left == []
     for m in SHOWN:
         assert not desktop.execute_script(f"return document.querySelector('#ov-top-{m} .main-svg .bars .point')")

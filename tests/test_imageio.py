@@ -7,6 +7,7 @@ Every refusal is an `ImageError` whose whole message is asserted: it is what a u
 from __future__ import annotations
 
 import io
+import json
 import os
 import struct
 import warnings
@@ -210,11 +211,59 @@ def test_inputs_other_than_bytes() -> None:
 
 
 def test_synthetic_tag_survives_decoding(tmp_path) -> None:
-    tag = imageio.synthetic_tag("birds", 3, 0, 64)
+    tag = imageio.synthetic_tag("birds", 3, 0, 64, 2)
+    assert json.loads(tag)["version"] == 2  # the generator's default data version
     for suffix in (".png", ".jpg"):
         path = imageio.save_tagged(np.zeros((64, 64, 3), np.uint8), tmp_path / f"s{suffix}", tag)
         assert imageio.synthetic_params(decode_image(path)) == {"domain": "birds", "index": 3, "seed": 0,
-                                                               "size": (64, 64)}
+                                                               "size": (64, 64), "version": 2}
+    tag = imageio.synthetic_tag("cars", 5, 1, (48, 64), version=1)
+    path = imageio.save_tagged(np.zeros((48, 64, 3), np.uint8), tmp_path / "v1.png", tag)
+    assert imageio.synthetic_params(decode_image(path)) == {"domain": "cars", "index": 5, "seed": 1, "size": (48, 64),
+                                                           "version": 1}
+
+
+def test_synthetic_tag_without_version_is_version_1(tmp_path) -> None:
+    """Files tagged before data version 2 (the app's example images among them) carry no version: version 1."""
+    old = '{"domain":"birds","index":3,"seed":0,"size":64}'  # the format written before versions existed
+    for suffix in (".png", ".jpg"):
+        path = imageio.save_tagged(np.zeros((64, 64, 3), np.uint8), tmp_path / f"old{suffix}", old)
+        assert imageio.synthetic_params(decode_image(path)) == {"domain": "birds", "index": 3, "seed": 0,
+                                                               "size": (64, 64), "version": 1}
+    # a plausible version is a claim like the rest (the explorer's ground truth checks which versions exist)
+    path = imageio.save_tagged(np.zeros((64, 64, 3), np.uint8), tmp_path / "v7.png",
+                               '{"domain":"birds","index":3,"seed":0,"size":64,"version":7}')
+    assert imageio.synthetic_params(decode_image(path))["version"] == 7
+    for bad in ('{"domain":"birds","index":3,"seed":0,"size":64,"version":0}',
+                '{"domain":"birds","index":3,"seed":0,"size":64,"version":1000}',
+                '{"domain":"birds","index":3,"seed":0,"size":64,"version":"2"}',
+                '{"domain":"birds","index":3,"seed":0,"size":64,"version":true}',
+                '{"domain":"birds","index":3,"seed":0,"size":64,"version":null}'):
+        path = imageio.save_tagged(np.zeros((64, 64, 3), np.uint8), tmp_path / "bad.png", bad)
+        assert imageio.synthetic_params(decode_image(path)) is None, bad
+
+
+def test_example_assets_regenerate_with_their_tag() -> None:
+    """The shipped example images (tagged with version 1, before versions existed) still match a regeneration."""
+    from pathlib import Path
+
+    from fgviz.data.synthetic import make_sample
+
+    assets = sorted((Path(__file__).resolve().parents[1] / "assets").glob("*.jpg"))
+    assert assets
+    for path in assets:
+        image = decode_image(path)
+        params = imageio.synthetic_params(image)
+        assert params is not None, path.name
+        got = np.asarray(image, np.float32)
+
+        def far_off(got: np.ndarray, params: dict, version: int) -> float:  # share of pixels beyond JPEG noise
+            return float((np.abs(got - make_sample(**{**params, "version": version}).image).max(2) > 64).mean())
+
+        other = 3 - params["version"]
+        # the tag's version fits best
+        assert far_off(got, params, params["version"]) < 0.5 * far_off(got, params, other), (path.name, params)
+        assert float(np.abs(got - make_sample(**params).image).mean()) < 8.0, (path.name, params)
 
 
 # --------------------------------------------------------------------------------------------------------------------

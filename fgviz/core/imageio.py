@@ -21,7 +21,8 @@ is touched (`warnings.catch_warnings` is process-global and not thread-safe in a
 `PIL.ImageFile.LOAD_TRUNCATED_IMAGES`, which would turn a truncated file into a half-grey image.
 
 Images from the synthetic generator carry their generator arguments (a PNG text chunk or a JPEG comment named
-`SYNTHETIC_KEY`); `synthetic_params` reads them back so the app can regenerate the ground truth.
+`SYNTHETIC_KEY`, JSON with domain, index, seed, size and the data version; tags written before version 2 have no
+version and mean version 1); `synthetic_params` reads them back so the app can regenerate the ground truth.
 """
 
 from __future__ import annotations
@@ -345,7 +346,8 @@ def decode_image(
 
 
 def synthetic_params(image: Image.Image) -> dict[str, Any] | None:
-    """Generator arguments (domain, index, seed, size) of an image decoded from a tagged synthetic file, else None.
+    """Generator arguments (domain, index, seed, size, version) of an image decoded from a tagged synthetic file,
+    else None. A tag without "version" (written before data version 2 existed) means version 1.
 
     The tag is only a claim; callers regenerate the sample (and check the domain) and compare pixels before trusting
     it.
@@ -358,18 +360,26 @@ def synthetic_params(image: Image.Image) -> dict[str, Any] | None:
         out = {"domain": str(p["domain"]), "index": int(p["index"]), "seed": int(p["seed"])}
         size = p["size"]
         out["size"] = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    except (ValueError, KeyError, TypeError, IndexError):
+        version = p.get("version", 1)
+        if isinstance(version, bool) or not isinstance(version, int):
+            return None
+        out["version"] = version
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None
     plausible = out["domain"].isalpha() and len(out["domain"]) <= 16 and out["index"] >= 0
     if not plausible or not all(16 <= s <= 1024 for s in out["size"]):
         return None
+    if not 1 <= out["version"] <= 99:  # which versions exist is fgviz.data's to say (callers check)
+        return None
     return out
 
 
-def synthetic_tag(domain: str, index: int, seed: int, size: int | tuple[int, int]) -> str:
-    """The tag `decode_image` reads back: JSON of the generator arguments."""
+def synthetic_tag(domain: str, index: int, seed: int, size: int | tuple[int, int], version: int) -> str:
+    """The tag `decode_image` reads back: JSON of the generator arguments, e.g.
+    `{"domain":"birds","index":3,"seed":0,"size":96,"version":2}` (`fgviz.data.synthetic.Sample.tag` writes it)."""
     return json.dumps({"domain": domain, "index": int(index), "seed": int(seed),
-                       "size": size if isinstance(size, int) else list(size)}, separators=(",", ":"))
+                       "size": size if isinstance(size, int) else list(size), "version": int(version)},
+                      separators=(",", ":"))
 
 
 def save_tagged(image: np.ndarray, path: str | Path, tag: str, *, quality: int = 92) -> Path:

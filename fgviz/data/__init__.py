@@ -11,12 +11,16 @@ from typing import Any
 
 from fgviz.data.synthetic import (
     DOMAINS,
+    LATEST_VERSION,
+    VERSIONS,
+    NuisancePart,
     Sample,
     attributes,
     class_names,
     deciding_parts,
     make_batch,
     make_sample,
+    nuisance_parts,
     num_classes,
     part_names,
 )
@@ -24,6 +28,9 @@ from fgviz.data.synthetic import (
 __all__ = [
     "CUB200",
     "DOMAINS",
+    "LATEST_VERSION",
+    "VERSIONS",
+    "NuisancePart",
     "Sample",
     "StanfordCars",
     "StanfordCarsFolder",
@@ -33,6 +40,7 @@ __all__ = [
     "deciding_parts",
     "make_batch",
     "make_sample",
+    "nuisance_parts",
     "num_classes",
     "part_names",
 ]

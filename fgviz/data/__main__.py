@@ -1,8 +1,10 @@
-"""CLI: export synthetic data in the real datasets' layouts, or draw a contact sheet per domain.
+"""CLI: export synthetic data in the real datasets' layouts, draw a contact sheet per domain, or measure where
+label-free saliency maps point (deciding vs nuisance parts) per data version.
 
 python -m fgviz.data export --domain birds --n 400 --size 96 --seed 0 --out /tmp/cub --layout cub
-python -m fgviz.data export --domain cars --n 400 --size 96 --width 128 --out /tmp/cars --layout cars
-python -m fgviz.data gallery --out docs        # docs/gallery_birds.png, docs/gallery_cars.png
+python -m fgviz.data export --domain cars --n 400 --size 96 --width 128 --out /tmp/cars --layout cars --version 1
+python -m fgviz.data gallery --out docs --size 192     # docs/gallery_birds.png, docs/gallery_cars.png
+python -m fgviz.data saliency --n 200 --size 192       # the table in docs/data_v2.md
 """
 
 from __future__ import annotations
@@ -15,26 +17,31 @@ import numpy as np
 from PIL import Image
 
 from fgviz.data.export import LAYOUTS, export
-from fgviz.data.synthetic import DOMAINS, PALETTE, class_names, make_sample, num_classes
+from fgviz.data.synthetic import DOMAINS, LATEST_VERSION, PALETTE, VERSIONS, class_names, make_sample, num_classes
 
 _BOX, _VISIBLE, _HIDDEN = (255, 40, 40), (40, 230, 40), (255, 40, 40)
 
 
-def contact_sheet(domain: str, size: int = 96, cols: int = 6, seed: int = 0, label_width: int = 112) -> np.ndarray:
+def contact_sheet(
+    domain: str, size: int = 96, cols: int = 6, seed: int = 0, label_width: int = 112, version: int = LATEST_VERSION
+) -> np.ndarray:
     """One row per class: the class name, one sample with its ground truth drawn, then `cols` - 1 plain samples.
 
-    Ground truth column: deciding-part mask tinted white, box in red, visible keypoints green, hidden ones red.
+    Ground truth column: deciding-part mask tinted white, nuisance-part mask (version 2) tinted black, box in red,
+    visible keypoints green, hidden ones red.
     """
     C = num_classes(domain)
     rows = []
     for c in range(C):
         tiles = []
         for j in range(cols):
-            s = make_sample(domain, c + C * j, seed, size)
+            s = make_sample(domain, c + C * j, seed, size, version)
             im = s.image.copy()
             if j == 0:
                 m = s.part_mask
                 im[m] = (0.45 * im[m] + 0.55 * 255).astype(np.uint8)
+                m = s.nuisance_mask
+                im[m] = (0.3 * im[m]).astype(np.uint8)
                 x0, y0, x1, y1 = s.bbox
                 cv2.rectangle(im, (x0, y0), (x1 - 1, y1 - 1), _BOX, 1)
                 for x, y, vis in s.parts.values():
@@ -81,13 +88,25 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--layout", choices=LAYOUTS, default="cub")
     e.add_argument("--ext", choices=["jpg", "png"], default="jpg")
+    e.add_argument("--version", type=int, choices=VERSIONS, default=LATEST_VERSION, help="synthetic data version")
     g = sub.add_parser("gallery", help="write a contact sheet PNG per domain (one row per class)")
     g.add_argument("--out", type=Path, default=Path("docs"))
     g.add_argument("--size", type=int, default=96)
     g.add_argument("--cols", type=int, default=6)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--domain", choices=DOMAINS, nargs="*", default=list(DOMAINS))
+    g.add_argument("--version", type=int, choices=VERSIONS, default=LATEST_VERSION, help="synthetic data version")
+    sal = sub.add_parser("saliency", help="where label-free saliency maps point, per data version (markdown table)")
+    sal.add_argument("--n", type=int, default=200, help="samples per domain and version")
+    sal.add_argument("--size", type=int, default=192)
+    sal.add_argument("--seed", type=int, default=424242)
     args = p.parse_args(argv)
+
+    if args.command == "saliency":
+        from fgviz.data.saliency import markdown
+
+        print(markdown(args.n, args.size, args.seed))
+        return
 
     if args.command == "export":
         size = (args.size, args.width or args.size)
@@ -100,12 +119,13 @@ def main(argv: list[str] | None = None) -> None:
             layout=args.layout,
             ext=args.ext,
             vary_aspect=args.vary_aspect,
+            version=args.version,
         )
         print(f"wrote {args.n} {args.domain} images ({args.layout} layout) to {out}")
     else:
         args.out.mkdir(parents=True, exist_ok=True)
         for domain in args.domain:
-            sheet = contact_sheet(domain, args.size, args.cols, args.seed)
+            sheet = contact_sheet(domain, args.size, args.cols, args.seed, version=args.version)
             path = args.out / f"gallery_{domain}.png"
             to_palette(sheet).save(path, optimize=True)
             print(f"wrote {path} ({path.stat().st_size // 1024} KB)")

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from fgviz.data.synthetic import class_names, make_sample, num_classes, part_names
+from fgviz.data.synthetic import LATEST_VERSION, class_names, make_sample, num_classes, part_names
 
 SPLITS = ("train", "test", "all")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -231,9 +231,10 @@ class StanfordCarsFolder(_Base):
 
 
 class SyntheticDataset(Dataset):
-    """Synthetic birds or cars generated on the fly: item i is `make_sample(domain, i, seed, size)`.
+    """Synthetic birds or cars generated on the fly: item i is `make_sample(domain, i, seed, size, version)`.
 
-    Targets carry the ground truth the metrics need: "label", "bbox", "parts" (P, 3), "part_mask" (H, W) bool.
+    Targets carry the ground truth the metrics need: "label", "bbox", "parts" (P, 3), "part_mask" (H, W) bool and
+    "nuisance_mask" (H, W) bool (salient parts that do not decide the class; empty in data version 1).
     Use different seeds for train and test sets.
     """
 
@@ -245,8 +246,10 @@ class SyntheticDataset(Dataset):
         size: int | tuple[int, int] = 96,
         transform: Callable | None = None,
         target_transform: Callable | None = None,
+        version: int = LATEST_VERSION,
     ) -> None:
         self.domain, self.length, self.seed, self.size = domain, int(length), int(seed), size
+        self.version = int(version)
         self.transform, self.target_transform = transform, target_transform
         self.classes = list(class_names(domain))
         self.part_names = list(part_names(domain))
@@ -257,13 +260,14 @@ class SyntheticDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[Any, dict[str, Any]]:
         if not 0 <= i < self.length:
             raise IndexError(i)
-        s = make_sample(self.domain, i, self.seed, self.size)
+        s = make_sample(self.domain, i, self.seed, self.size, self.version)
         image: Any = Image.fromarray(s.image)
         target = {
             "label": s.label,
             "bbox": np.asarray(s.bbox, np.float32),
             "parts": np.array([s.parts[p] for p in self.part_names], np.float32),
             "part_mask": s.part_mask,
+            "nuisance_mask": s.nuisance_mask,
         }
         return _transformed(self, image, target)
 

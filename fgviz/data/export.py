@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fgviz.data.synthetic import Sample, class_names, make_sample, num_classes, part_names
+from fgviz.data.synthetic import LATEST_VERSION, Sample, class_names, make_sample, num_classes, part_names
 
 LAYOUTS = ("cub", "cars", "folder")
 
@@ -49,7 +49,8 @@ def _save(img: np.ndarray, path: Path, quality: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     im = Image.fromarray(img)
     if path.suffix.lower() in (".jpg", ".jpeg"):
-        im.save(path, quality=quality)
+        # full-resolution chroma (4:4:4): 4:2:0 smears the small saturated parts into their surroundings
+        im.save(path, quality=quality, subsampling=0)
     else:
         im.save(path)
 
@@ -69,6 +70,7 @@ def export(
     ext: str = "jpg",
     quality: int = 95,
     vary_aspect: bool = False,
+    version: int = LATEST_VERSION,
 ) -> Path:
     """Generate samples 0..n-1 of `domain` and write them under `out` in `layout`; returns `out`.
 
@@ -76,12 +78,13 @@ def export(
         size: side, or (height, width).
         ext: image format ("jpg" like the real datasets; "png" for lossless round trips).
         vary_aspect: give images different widths (the real datasets are not square).
+        version: synthetic data version (`fgviz.data.synthetic.VERSIONS`).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    samples = (make_sample(domain, i, seed, image_size(i, size, vary_aspect)) for i in range(n))
+    samples = (make_sample(domain, i, seed, image_size(i, size, vary_aspect), version) for i in range(n))
     writer = {"cub": _write_cub, "cars": _write_cars, "folder": _write_folder}[layout]
     writer(domain, samples, out, ext.lstrip("."), quality)
     return out

@@ -11,21 +11,36 @@ one part exist (each class has four such neighbours) and nothing outside the dec
 
 The two variants of a part differ in shape or pattern and in colour. Colour is what a small ViT learns within
 minutes of CPU training (in learnability runs, shape-only pairs of one colour stayed at chance for those parts),
-so the eight part colours (`PALETTE`) are reserved: bodies, skies and buildings stay below HSV saturation 0.45,
-foliage and branches below 0.6 and away from the lime hue, because a model that can find a part colour anywhere
-in the image learns the clutter instead.
+so the eight part colours (`PALETTE`) are kept out of the background: bodies, skies and buildings stay below HSV
+saturation 0.45, foliage and branches below 0.6 and away from the lime hue, because a model that can find a part
+colour anywhere in the image learns the clutter instead.
 
 Nuisance that a model must look past: horizontal flip, rotation, scale, position, body colour and shape jitter,
 textured and cluttered backgrounds (sky, leaves, branches; sky, buildings, road, trees), lighting gain, gradient
 and colour cast, blur, noise, and foreground occluders that are rejected if they come near a deciding part.
 
-Determinism: a sample is a pure function of (domain, index, seed, size); the label is `index % num_classes`.
-Coordinates: pixel (x, y) has its centre at integer (x, y); boxes are (x0, y0, x1, y1) with x1/y1 exclusive.
+Data versions (`make_sample(..., version=)`, `VERSIONS`, default `LATEST_VERSION`):
+
+- 1: the above. The deciding parts are then the only saturated things in the image, so any saliency map, or the
+  attention argmax of a randomly initialised ViT, finds them without knowing the class.
+- 2: version 1's image plus nuisance parts (`nuisance_parts(domain)`) as salient as the deciding parts: the same
+  palette colours, similar sizes and shapes, several per image, on the object (birds: leg band, throat patch,
+  breast spot, wing spot, flank spot, tail band; cars: mirror, door decals, side stripe, window sticker) and around
+  it (berries, flower; traffic cone, road sign). Their presence, colour and shape come from a separate random stream
+  and never depend on the class; they are dropped, for either variant of every deciding part alike, where they
+  would come within a few pixels of one, so they never touch or hide a deciding part. They are not in `part_mask`;
+  `Sample.nuisance` lists them and `Sample.nuisance_mask` holds their pixels, so a metric can tell a map that
+  finds the deciding parts from one that finds whatever is colourful. Version 1 samples are reproduced bit for bit.
+
+Determinism: a sample is a pure function of (domain, index, seed, size, version); the label is
+`index % num_classes`. Coordinates: pixel (x, y) has its centre at integer (x, y); boxes are (x0, y0, x1, y1)
+with x1/y1 exclusive.
 """
 
 from __future__ import annotations
 
 import colorsys
+import copy
 import functools
 import itertools
 from dataclasses import dataclass
@@ -35,9 +50,17 @@ import numpy as np
 
 DOMAINS = ("birds", "cars")
 
-# Label-map codes: 0 background, 1..99 object (non-deciding), 100 + k deciding part k, 255 occluder.
+# Label-map codes: 0 background, 1..99 object (non-deciding), 100 + k deciding part k, 200 + j nuisance part j on
+# the object, 220 + j nuisance part j in the scene around it (data version 2), 255 occluder.
 _PART_BASE = 100
+_NUISANCE_BASE = 200
+_SCENE_BASE = 220
 _OCCLUDER = 255
+
+# Data versions: 1 = the deciding parts are the only saturated colours in the image; 2 = salient nuisance parts in the
+# same palette, on and around the object, whose colour and shape say nothing about the class.
+VERSIONS = (1, 2)
+LATEST_VERSION = 2
 _SHIFT = 4  # cv2 sub-pixel bits: coordinates are drawn at 1/16 px
 _ONE = float(1 << _SHIFT)
 _CIRCLE = np.stack(
@@ -233,6 +256,17 @@ def class_description(domain: str, label: int) -> dict[str, str]:
     return {a.part: a.variants[v].description for a, v in zip(attrs, class_variants(domain, label), strict=True)}
 
 
+@dataclass(frozen=True)
+class NuisancePart:
+    """A salient part that does not decide the class (data version 2): palette colour and shape drawn at random."""
+
+    name: str  # slot, e.g. "leg band" (in `nuisance_parts(domain)`)
+    colour: str  # a `PALETTE` key
+    shape: str  # e.g. "disc", "star"
+    code: int  # its value in `Sample.segmentation`
+    on_object: bool  # on the bird/car (True) or in the scene around it
+
+
 @dataclass(frozen=True, eq=False)
 class Sample:
     """One generated image with its ground truth."""
@@ -243,10 +277,18 @@ class Sample:
     bbox: tuple[int, int, int, int]  # tight object box (x0, y0, x1, y1), x1/y1 exclusive, occluded pixels included
     parts: dict[str, tuple[float, float, bool]]  # keypoint name -> (x, y, visible); hidden ones keep their position
     part_mask: np.ndarray  # (H, W) bool: pixels of the deciding parts (dilated 1 px to cover anti-aliasing)
-    segmentation: np.ndarray  # (H, W) uint8: 0 background, 1..99 object, 100 + k deciding part k, 255 occluder
+    segmentation: np.ndarray  # (H, W) uint8: 0 background, 1..99 object, 100 + k deciding part k, 200 + j / 220 + j
+    # nuisance part j on / around the object (version 2), 255 occluder
     domain: str = ""
     index: int = 0
     seed: int = 0
+    version: int = 1
+    nuisance: tuple[NuisancePart, ...] = ()  # the salient non-deciding parts drawn (visible at least in part)
+    nuisance_mask: np.ndarray | None = None  # (H, W) bool: their visible pixels, dilated 1 px; all False in version 1
+
+    def __post_init__(self) -> None:
+        if self.nuisance_mask is None:
+            object.__setattr__(self, "nuisance_mask", np.zeros(self.part_mask.shape, bool))
 
     @property
     def size(self) -> tuple[int, int]:
@@ -262,10 +304,17 @@ class Sample:
             for k, a in enumerate(attributes(self.domain))
         }
 
+    @functools.cached_property
+    def nuisance_masks(self) -> dict[str, np.ndarray]:
+        """Nuisance part name -> (H, W) bool, dilated like `nuisance_mask` (computed on first use)."""
+        kernel = np.ones((3, 3), np.uint8)
+        return {n.name: cv2.dilate((self.segmentation == n.code).astype(np.uint8), kernel) > 0 for n in self.nuisance}
+
     @property
     def object_mask(self) -> np.ndarray:
-        """(H, W) bool: visible object pixels (occluders excluded)."""
-        return (self.segmentation > 0) & (self.segmentation != _OCCLUDER)
+        """(H, W) bool: visible object pixels (occluders and nuisance parts of the scene excluded)."""
+        seg = self.segmentation
+        return (seg > 0) & (seg != _OCCLUDER) & ~((seg >= _SCENE_BASE) & (seg < _OCCLUDER))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -673,6 +722,240 @@ def _gradient_texture(rng: np.random.Generator, H: int, W: int, top, bottom, amp
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Nuisance parts (data version 2): as salient as the deciding parts (the same palette, similar sizes and shapes) but
+# with colour, shape and presence drawn from their own random stream, independent of the class. On-object slots sit
+# where the body plan leaves room (a margin from every deciding part in object units); scene parts are placed in
+# pixels around the object. Any that would come within 0.1 body units (at least 2 px) of a deciding part, in either
+# of its variants (so that whether it is drawn never depends on the class), is not drawn.
+
+
+@dataclass(frozen=True)
+class _Slot:
+    name: str
+    shapes: tuple[str, ...]
+    size: float  # half-extent, object units
+    on_object: bool
+
+
+_NUISANCE_SLOTS: dict[str, tuple[_Slot, ...]] = {
+    "birds": (
+        _Slot("leg band", ("band", "twin bands"), 0.3, True),
+        _Slot("wing spot", ("disc", "bar", "triangle"), 0.22, True),
+        _Slot("breast spot", ("disc", "star", "diamond"), 0.22, True),
+        _Slot("tail band", ("bar", "twin bars"), 0.25, True),
+        _Slot("flank spot", ("disc", "triangle", "star"), 0.22, True),
+        _Slot("berries", ("round berries", "long berries"), 0.5, False),
+        _Slot("flower", ("five petals", "six petals"), 0.56, False),
+    ),
+    "cars": (
+        _Slot("mirror", ("cap", "pod"), 0.22, True),
+        _Slot("door decal", ("disc", "star", "diamond"), 0.28, True),
+        _Slot("rear door decal", ("disc", "bar", "triangle"), 0.26, True),
+        _Slot("side stripe", ("stripe", "twin stripes", "dashes"), 0.5, True),
+        _Slot("window sticker", ("disc", "star", "triangle"), 0.19, True),
+        _Slot("traffic cone", ("cone", "tall cone"), 0.42, False),
+        _Slot("road sign", ("disc", "triangle", "diamond", "square"), 0.34, False),
+    ),
+}
+_N_ON_OBJECT = {"birds": (4, 5), "cars": (3, 5)}  # how many on-object slots a sample fills (low, high inclusive)
+_THEME_COLOURS = 1  # distinct palette colours among one sample's nuisance parts
+# The palette colours nuisance parts are drawn from: all but the two of the smallest deciding part (beak,
+# headlight): the beak was the attribute a small ViT learned last and least while nuisance parts could wear its
+# colours (the headlight is excluded by analogy; no cars run was made).
+_NUISANCE_COLOURS = {
+    "birds": ("orange", "lime", "cyan", "blue", "violet", "magenta"),
+    "cars": ("red", "yellow", "cyan", "blue", "violet", "magenta"),
+}
+_P_SCENE = {"birds": 0.9, "cars": 0.8}  # chance that each scene slot is tried
+
+
+def nuisance_parts(domain: str, version: int = LATEST_VERSION) -> tuple[str, ...]:
+    """Names of the salient non-deciding parts a sample of `version` may show (none in version 1)."""
+    _check_domain(domain)
+    _check_version(version)
+    return () if version < 2 else tuple(s.name for s in _NUISANCE_SLOTS[domain])
+
+
+def _check_version(version: int) -> None:
+    if version not in VERSIONS:
+        raise ValueError(f"unknown data version {version!r}; available: {VERSIONS}")
+
+
+def _star(cx: float, cy: float, r: float, points: int = 5, inner: float = 0.45, deg: float = 0.0) -> np.ndarray:
+    ang = np.deg2rad(np.arange(2 * points) * 180.0 / points - 90 + deg)
+    rad = np.where(np.arange(2 * points) % 2 == 0, r, r * inner)
+    return np.stack([cx + rad * np.cos(ang), cy + rad * np.sin(ang)], 1)
+
+
+def _nuisance_shape(shape: str, cx: float, cy: float, s: float, deg: float) -> list[np.ndarray]:
+    """Polygons of a nuisance shape of half-extent `s` centred at (cx, cy), turned by `deg` (any frame, y down)."""
+    R = _rot(deg)
+
+    def place(pts) -> np.ndarray:
+        return np.asarray(pts, float) @ R.T + (cx, cy)
+
+    if shape == "disc":
+        return [_ellipse(cx, cy, s, 0.82 * s, deg)]
+    if shape == "diamond":
+        return [place([(s, 0), (0, 0.75 * s), (-s, 0), (0, -0.75 * s)])]
+    if shape == "triangle":
+        a = np.deg2rad([-90, 30, 150])
+        return [place(np.stack([s * np.cos(a), s * np.sin(a) + 0.2 * s], 1))]
+    if shape == "star":
+        return [_star(cx, cy, s, 5, 0.5, deg)]
+    if shape in ("bar", "band", "cap"):
+        return [place(_bar((-s, 0), (s, 0), 0.62 * s if shape != "cap" else 0.85 * s))]
+    if shape in ("twin bars", "twin bands"):
+        return [place(_bar((-s, o * s), (s, o * s), 0.38 * s)) for o in (-0.38, 0.38)]
+    if shape == "stripe":
+        return [place(_bar((-s, 0), (s, 0), 0.26 * s))]
+    if shape == "twin stripes":
+        return [place(_bar((-s, o * s), (s, o * s), 0.14 * s)) for o in (-0.13, 0.13)]
+    if shape == "dashes":
+        return [place(_bar((a * s, 0), ((a + 0.52) * s, 0), 0.3 * s)) for a in (-1.0, -0.26, 0.48)]
+    if shape == "pod":
+        return [_ellipse(cx, cy, s, 0.6 * s, deg)]
+    if shape in ("round berries", "long berries"):
+        b = (0.44 * s, 0.44 * s) if shape == "round berries" else (0.3 * s, 0.5 * s)
+        return [_ellipse(cx + dx * s, cy + dy * s, *b, deg) for dx, dy in ((-0.52, -0.3), (0.52, -0.3), (0.0, 0.5))]
+    if shape in ("five petals", "six petals"):
+        n = 5 if shape == "five petals" else 6
+        out = [_ellipse(cx, cy, 0.34 * s, 0.34 * s)]
+        for k in range(n):
+            a = deg + k * 360.0 / n
+            out.append(
+                _ellipse(
+                    cx + 0.6 * s * np.cos(np.deg2rad(a)), cy + 0.6 * s * np.sin(np.deg2rad(a)), 0.42 * s, 0.26 * s, a
+                )
+            )
+        return out
+    if shape in ("cone", "tall cone"):  # base at cy + s, apex above; two-tone parts are the same palette colour
+        w = 0.62 if shape == "cone" else 0.46
+        body = [(-0.12 * s, -s), (0.12 * s, -s), (w * s, 0.8 * s), (-w * s, 0.8 * s)]
+        foot = [(-0.95 * s, 0.78 * s), (0.95 * s, 0.78 * s), (0.95 * s, s), (-0.95 * s, s)]
+        return [place(body), place(foot)]
+    if shape == "square":
+        return [place([(-0.8 * s, -0.8 * s), (0.8 * s, -0.8 * s), (0.8 * s, 0.8 * s), (-0.8 * s, 0.8 * s)])]
+    raise ValueError(shape)
+
+
+def _slot_frame(domain: str, name: str, kp: dict) -> tuple[float, float, float]:
+    """(cx, cy, deg) of an on-object slot in the object frame, from the body plan's keypoints."""
+    if domain == "birds":
+        wing = _rot(14.0)  # the wing ellipse: centre (0.18, -0.1), turned 14 degrees (see `_bird`)
+        if name == "leg band":
+            x, y = kp["left leg"][0]
+            return x - 0.01, y + 0.04, -4.0
+        if name == "wing spot":
+            x, y = wing @ (0.62, 0.02) + (0.18, -0.1)
+            return x, y, 14.0
+        if name == "breast spot":
+            return -0.72, 0.2, 12.0
+        if name == "tail band":
+            return 1.04, 0.03, 96.0
+        if name == "flank spot":
+            return 0.72, 0.34, 12.0
+    else:
+        cab_front = kp["mirror"][0][0] - 0.03
+        roof_y = 2 * kp["windshield"][0][1] + 0.32
+        if name == "mirror":
+            return cab_front + 0.1, -0.58, -8.0
+        if name == "door decal":
+            return -0.4, 0.05, 0.0
+        if name == "rear door decal":
+            return 0.42, 0.04, 0.0
+        if name == "side stripe":
+            return 0.0, 0.39, 0.0
+        if name == "window sticker":
+            return 0.5, (roof_y - 0.32) / 2 + 0.15, 0.0
+    raise KeyError(name)
+
+
+def _plan_nuisance(rng: np.random.Generator, domain: str) -> list[tuple[int, _Slot, str, str, float, float]]:
+    """Which slots a sample fills, with (slot index, slot, colour name, shape, size factor, angle jitter).
+
+    Drawn before anything is placed and from the sample's own nuisance stream: nothing here depends on the class.
+    """
+    slots = _NUISANCE_SLOTS[domain]
+    on = [j for j, sl in enumerate(slots) if sl.on_object]
+    lo, hi = _N_ON_OBJECT[domain]
+    chosen = sorted(rng.choice(on, int(rng.integers(lo, hi + 1)), replace=False).tolist())
+    chosen += [j for j, sl in enumerate(slots) if not sl.on_object and rng.random() < _P_SCENE[domain]]
+    # A sample's nuisance parts share one random colour (`_THEME_COLOURS`) from `_NUISANCE_COLOURS`: colour alone
+    # then still settles most attributes and only the part's place settles the rest, which a small ViT learns far
+    # faster than with a colour per part (docs/data_v2.md: after 5 CPU minutes 0.33 with a colour per part, 0.71
+    # with this, 0.96 on version 1).
+    colours = _NUISANCE_COLOURS[domain]
+    theme = rng.choice(len(colours), _THEME_COLOURS, replace=False).tolist()
+    plan = []
+    for j in chosen:
+        sl = slots[j]
+        plan.append(
+            (
+                j,
+                sl,
+                colours[theme[int(rng.integers(len(theme)))]],
+                sl.shapes[int(rng.integers(len(sl.shapes)))],
+                float(rng.uniform(0.9, 1.1)),
+                float(rng.uniform(-15, 15)),
+            )
+        )
+    return plan
+
+
+def _raster(H: int, W: int, polys: list[np.ndarray]) -> np.ndarray:
+    tmp = np.zeros((H, W), np.uint8)
+    cv2.fillPoly(tmp, [np.rint(p * _ONE).astype(np.int32) for p in polys], 1, cv2.LINE_8, _SHIFT)
+    return tmp.view(bool)
+
+
+def _place_scene(
+    rng: np.random.Generator,
+    domain: str,
+    sl: _Slot,
+    shape: str,
+    s: float,
+    deg: float,
+    H: int,
+    W: int,
+    anchor_px: np.ndarray,
+    unit: float,
+    keep_out: np.ndarray,
+):
+    """Pixel polygons (and an unlabelled stem/pole) of a scene part clear of `keep_out`, or None after 8 tries."""
+    d = anchor_px[1] - anchor_px[0]
+    d = d / (np.hypot(*d) + 1e-9)
+    for _ in range(8):
+        x = float(rng.uniform(s, W - s))
+        base_y = float(anchor_px[0, 1] + (x - anchor_px[0, 0]) * d[1] / (d[0] if abs(d[0]) > 1e-6 else 1e-6))
+        stem = None
+        if sl.name == "berries":  # hanging below the perch on a short stalk
+            n = np.array([-d[1], d[0]]) * (1 if d[0] >= 0 else -1)
+            top = np.array([x, base_y]) + n * 0.07 * unit
+            c = top + n * (0.18 * unit + 0.75 * s)
+            polys = _nuisance_shape(shape, c[0], c[1], s, deg)
+            stem = _bar(tuple(top - n * 0.05 * unit), tuple(c), 0.05 * unit)
+        elif sl.name == "flower":  # among the leaves, anywhere off the bird
+            c = np.array([x, rng.uniform(s, H - s)])
+            polys = _nuisance_shape(shape, c[0], c[1], s, deg)
+        elif sl.name == "traffic cone":  # on the road in front of the car
+            c = np.array([x, base_y + rng.uniform(0.1, 1.4) * unit - s])
+            polys = _nuisance_shape(shape, c[0], c[1], s, deg * 0.2)
+        else:  # road sign: a plate on a pole that stands on the pavement behind the car
+            foot = base_y - rng.uniform(0.15, 0.45) * unit
+            c = np.array([x, rng.uniform(s, max(s + 1.0, foot - 1.4 * unit))])
+            polys = _nuisance_shape(shape, c[0], c[1], s, deg * 0.3)
+            stem = _bar((x, c[1]), (x, foot), max(1.5, 0.07 * unit))
+        pts = np.concatenate(polys)
+        if pts[:, 0].min() < 1 or pts[:, 1].min() < 1 or pts[:, 0].max() > W - 2 or pts[:, 1].max() > H - 2:
+            continue
+        m = _raster(H, W, polys)
+        if not (m & keep_out).any():
+            return polys, stem, m
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Foreground occluders: never allowed near a deciding part.
 
 
@@ -720,7 +1003,9 @@ def _domain_seed(domain: str) -> int:
     return DOMAINS.index(domain) + 1
 
 
-def make_sample(domain: str, index: int, seed: int = 0, size: int | tuple[int, int] = 96) -> Sample:
+def make_sample(
+    domain: str, index: int, seed: int = 0, size: int | tuple[int, int] = 96, version: int = LATEST_VERSION
+) -> Sample:
     """Render sample `index` of `domain`; the same arguments always give the same pixels.
 
     Args:
@@ -728,8 +1013,12 @@ def make_sample(domain: str, index: int, seed: int = 0, size: int | tuple[int, i
         index: any non-negative integer; label = index % num_classes(domain).
         seed: selects an independent stream (train/test sets use different seeds).
         size: side length, or (height, width) for non-square images.
+        version: data version (`VERSIONS`). 1: the deciding parts are the only saturated colours. 2 (the default,
+            `LATEST_VERSION`): the same image plus salient nuisance parts (`Sample.nuisance`); version 1 samples are
+            reproduced bit for bit.
     """
     _check_domain(domain)
+    _check_version(version)
     if index < 0:
         raise ValueError(f"index must be >= 0, got {index}")
     H, W = (size, size) if isinstance(size, int | np.integer) else (int(size[0]), int(size[1]))
@@ -739,7 +1028,11 @@ def make_sample(domain: str, index: int, seed: int = 0, size: int | tuple[int, i
     C = num_classes(domain)
     label = int(index) % C
     bits = class_variants(domain, label)
-    dl, kp, anchor = (_bird if domain == "birds" else _car)(rng, bits)
+    draw = _bird if domain == "birds" else _car
+    twin = copy.deepcopy(rng) if version >= 2 else None
+    dl, kp, anchor = draw(rng, bits)
+    if twin is not None:  # the same body with every deciding part in its other variant (draws do not depend on bits)
+        other = [p for p, _, code in draw(twin, tuple(1 - b for b in bits))[0] if code >= _PART_BASE]
 
     # Pose: flip, rotation, then the largest scale that fits times a random factor, then a random position.
     flip = bool(rng.random() < 0.5)
@@ -758,13 +1051,19 @@ def make_sample(domain: str, index: int, seed: int = 0, size: int | tuple[int, i
     bg = _bird_background if domain == "birds" else _car_background
     img = bg(rng, H, W, anchor_px, unit)
     lab = np.zeros((H, W), np.uint8)
-    for p, colour, code in dl:
-        _fill(img, lab, p @ A.T + t, colour, code)
+    drawn: list[NuisancePart] = []
+    if version == 1:
+        for p, colour, code in dl:
+            _fill(img, lab, p @ A.T + t, colour, code)
+    else:
+        drawn = _draw_with_nuisance(
+            img, lab, dl, other, kp, A, t, anchor_px, unit, domain, [int(seed), int(index)], version
+        )
 
-    obj = lab > 0
+    obj = (lab > 0) & (lab < _SCENE_BASE)
     x, y, bw, bh = cv2.boundingRect(obj.astype(np.uint8))
     bbox = (int(x), int(y), int(x + bw), int(y + bh))
-    deciding = lab >= _PART_BASE  # occluders below never overlap it, so it stays valid
+    deciding = (lab >= _PART_BASE) & (lab < _NUISANCE_BASE)  # occluders below never overlap it, so it stays valid
     guard = cv2.dilate(deciding.view(np.uint8), np.ones((5, 5), np.uint8)) > 0
     for _ in range(int(rng.integers(0, 3))):
         for _try in range(4):
@@ -795,6 +1094,11 @@ def make_sample(domain: str, index: int, seed: int = 0, size: int | tuple[int, i
     image = out.astype(np.uint8)
 
     part_mask = cv2.dilate(deciding.view(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    nuisance_mask = None
+    if version >= 2:
+        drawn = [n for n in drawn if (lab == n.code).any()]  # an occluder may hide one entirely
+        raw = (lab >= _NUISANCE_BASE) & (lab < _OCCLUDER)
+        nuisance_mask = cv2.dilate(raw.view(np.uint8), np.ones((3, 3), np.uint8)) > 0
 
     # Keypoints: mirrored names when flipped (the near side is then the bird's right); hidden if occluded.
     names = part_names(domain)
@@ -818,10 +1122,67 @@ def make_sample(domain: str, index: int, seed: int = 0, size: int | tuple[int, i
         domain=domain,
         index=int(index),
         seed=int(seed),
+        version=int(version),
+        nuisance=tuple(drawn),
+        nuisance_mask=nuisance_mask,
     )
 
 
-def make_batch(domain: str, indices, seed: int = 0, size: int | tuple[int, int] = 96) -> tuple[np.ndarray, np.ndarray]:
+def _draw_with_nuisance(img, lab, dl, other, kp, A, t, anchor_px, unit, domain, key, version) -> list[NuisancePart]:
+    """Draw the object of display list `dl` (posed by A, t) with version-2 nuisance parts; returns those drawn.
+
+    The object's pixels and draw order are those of version 1; the nuisance parts come from their own random stream
+    (so a version-2 sample is its version-1 twin plus nuisance parts). Scene parts are drawn first (behind the
+    object, never touching it); on-object parts last. A part is dropped if it comes within `gap` px of a deciding
+    part in EITHER variant (`other`: the other variant's polygons), so whether it is drawn never depends on the class.
+    """
+    H, W = lab.shape
+    rng = np.random.default_rng([key[0], _domain_seed(domain), key[1], version])
+    plan = _plan_nuisance(rng, domain)
+    posed = [(p @ A.T + t, colour, code) for p, colour, code in dl]
+    pts = [np.rint(p * _ONE).astype(np.int32) for p, _, _ in posed]
+    for p, (_, _, code) in zip(pts, posed, strict=True):  # the label map first: where the object and its parts are
+        cv2.fillPoly(lab, [p], int(code), cv2.LINE_8, _SHIFT)
+    gap = max(2, round(0.1 * unit))  # raw pixels this far from a deciding part stay free (the masks dilate by 1)
+    deciding = _raster(H, W, [p @ A.T + t for p in other]) | ((lab >= _PART_BASE) & (lab < _NUISANCE_BASE))
+    guard = cv2.dilate(deciding.view(np.uint8), np.ones((2 * gap + 1, 2 * gap + 1), np.uint8)) > 0
+    keep_out = guard | (cv2.dilate((lab > 0).view(np.uint8), np.ones((5, 5), np.uint8)) > 0)
+    drawn: list[NuisancePart] = []
+    for j, sl, colour, shape, f, deg in plan:
+        if sl.on_object:
+            continue
+        placed = _place_scene(rng, domain, sl, shape, sl.size * f * unit, deg, H, W, anchor_px, unit, keep_out)
+        if placed is None:
+            continue
+        polys, stem, m = placed
+        if stem is not None:
+            stem_colour = _hsv(25, 0.45, 0.3) if domain == "birds" else _hsv(0, 0, 0.55)
+            cv2.fillPoly(img, [np.rint(stem * _ONE).astype(np.int32)], stem_colour, cv2.LINE_AA, _SHIFT)
+        code = _SCENE_BASE + j
+        for p in polys:
+            _fill(img, lab, p, _jitter(rng, PALETTE[colour]), code)
+        keep_out = keep_out | m
+        drawn.append(NuisancePart(sl.name, colour, shape, code, False))
+    for p, (_, colour, _) in zip(pts, posed, strict=True):  # the object, over the scene
+        cv2.fillPoly(img, [p], colour, cv2.LINE_AA, _SHIFT)
+    for j, sl, colour, shape, f, deg in plan:
+        if not sl.on_object:
+            continue
+        cx, cy, base = _slot_frame(domain, sl.name, kp)
+        polys = [p @ A.T + t for p in _nuisance_shape(shape, cx, cy, sl.size * f, base + deg * 0.3)]
+        if (_raster(H, W, polys) & guard).any():
+            continue
+        code = _NUISANCE_BASE + j
+        rgb = _jitter(rng, PALETTE[colour])
+        for p in polys:
+            _fill(img, lab, p, rgb, code)
+        drawn.append(NuisancePart(sl.name, colour, shape, code, True))
+    return drawn
+
+
+def make_batch(
+    domain: str, indices, seed: int = 0, size: int | tuple[int, int] = 96, version: int = LATEST_VERSION
+) -> tuple[np.ndarray, np.ndarray]:
     """Images (B, H, W, 3) uint8 and labels (B,) int64 for a batch of indices (for training loops)."""
-    samples = [make_sample(domain, int(i), seed, size) for i in indices]
+    samples = [make_sample(domain, int(i), seed, size, version) for i in indices]
     return np.stack([s.image for s in samples]), np.array([s.label for s in samples], np.int64)

@@ -348,12 +348,14 @@ class Explorer:
                                                          "generator (only its examples and exports carry the tag)")
             return self._derived.put(("gt", key), out)
         from fgviz.data.synthetic import DOMAINS as SYNTHETIC_DOMAINS
+        from fgviz.data.synthetic import VERSIONS as SYNTHETIC_VERSIONS
         from fgviz.data.synthetic import make_sample
 
-        if params["domain"] not in SYNTHETIC_DOMAINS:
-            out = (None, f"no ground truth: the image's generator tag names an unknown domain {params['domain']!r}")
+        if params["domain"] not in SYNTHETIC_DOMAINS or params["version"] not in SYNTHETIC_VERSIONS:
+            out = (None, f"no ground truth: the image's generator tag names an unknown domain or data version "
+                         f"({params['domain']!r}, version {params['version']})")
             return self._derived.put(("gt", key), out)
-        s = make_sample(params["domain"], params["index"], params["seed"], params["size"])
+        s = make_sample(params["domain"], params["index"], params["seed"], params["size"], params["version"])
         got = np.asarray(image, np.float32)
         if got.shape != s.image.shape or float(np.abs(got - s.image).mean()) > 8.0:
             out = (None, "no ground truth: the image carries a generator tag but its pixels differ from the "
