@@ -232,6 +232,206 @@ def test_version_1_is_pinned(dom, index, seed, size, image_sha1, mask_sha1, trut
     assert hashlib.sha1(truth).hexdigest() == truth_sha1
 
 
+# Data version 2, pinned the same way, with the nuisance mask and the nuisance parts drawn added: sha1 of the image
+# bytes, of the part-mask bytes, of the nuisance-mask bytes, and of the label map together with the box, keypoints,
+# label and `Sample.nuisance`, computed from the generator before it was split into modules (commit f36fc5d), at the
+# demo models' resolution too. Moving code between modules must not change a pixel.
+V2_PINS = [
+    (
+        "birds",
+        0,
+        0,
+        96,
+        "def9745a2fe9770c707e46da7731204cc41e8a8e",
+        "fab8c58cabf3822cdc06328b63f361cb6dbc8427",
+        "fb346ea89888e6e585b3ecc5e6f9122f16cefea3",
+        "3f3b02f8b19b1eac7d8bc99cb28a360fd66ef47d",
+    ),
+    (
+        "birds",
+        7,
+        0,
+        96,
+        "e24d33792a7b91b3018c1f1cc88f3dead60ccfcb",
+        "eb9dd8ee1ca5f227dc8b68dda6a038ce93625500",
+        "925ac8306590bf1ca0ea6fe2daa938de6696f536",
+        "1082e22a0c45b20a2b7c45876454933c0cbbddb7",
+    ),
+    (
+        "birds",
+        21,
+        5,
+        96,
+        "b8e9d5ed6843d58a42c935834f9cd57d98bbe0d0",
+        "4ef57f5bc73e2b352e403d68848e1076045d1b86",
+        "561158674abd5ac0dd12cc392b3feb77f9d669c2",
+        "c9dd3d277949ed4abcf0966d0c96165dd491a731",
+    ),
+    (
+        "birds",
+        0,
+        0,
+        (80, 120),
+        "07220acbe125b24e8d9c98011bdae1af2b0da3e6",
+        "6867f1d35644647d625b1f9feabd399004d27081",
+        "bad7c828bc528d82fe80d6e305be9dfef660fb7d",
+        "4244015463c0726e2ef8ed57d92e99ad04d1fa74",
+    ),
+    (
+        "birds",
+        7,
+        0,
+        (80, 120),
+        "cdcf9ba09a4c32d73d7c6c4f7439d679e261a642",
+        "36cc3270315feeba6ba57598ac218cc202199514",
+        "264a8fb3e97d209d70e57b2a61f6d45d8738a499",
+        "9d7fd87d4ce717be914029170aa1e6a574318887",
+    ),
+    (
+        "birds",
+        21,
+        5,
+        (80, 120),
+        "e4c6a6caaf0dbb2f99a169d9fd06f3b6f0180277",
+        "8e8298dda8b0c6cf61587195428c8199dc075235",
+        "99e1e9edf034d60cb90fd5947ffe368470b9c24b",
+        "11f204e87460b877cc99f76c8c4de2a92fc0721b",
+    ),
+    (
+        "birds",
+        0,
+        0,
+        192,
+        "d5ee013020e3f18c7225a3a191f1d2f2b73f4b44",
+        "9165aab631306f213ec2f50c437be2bb86b6dcb9",
+        "f39d11df1f2e71026c143117e5ac6c5c25f7be96",
+        "bf759164a762fe8bed4416c58fa4319e79b8eb85",
+    ),
+    (
+        "birds",
+        7,
+        0,
+        192,
+        "99ca04b27c655587c1691df1ce8ee37bbb1aed8c",
+        "b62ea010239d807638f377f07c8468fe9477d867",
+        "1ddb274ff1dfab92edb2a19b425e38bdcd8813b4",
+        "aad824602e3d6165f2de4d5c716c5a55dbe744b8",
+    ),
+    (
+        "birds",
+        21,
+        5,
+        192,
+        "8b7428bd36dc3e691cd4d8deb7612337eb9d9cc4",
+        "210a66e6b304980bd6c27e0c10edd2b6dec73281",
+        "5c5b17d2745be3cbc0fe0be3694fa65b6a8e13f5",
+        "37f014797d8e5df2be65ba7b5cedd596f882fbd8",
+    ),
+    (
+        "cars",
+        0,
+        0,
+        96,
+        "97df0c58728c6a9fb8ef1766ec6eb6c454fd1447",
+        "35025f5f24d53c6c831d792d3d42aba80aa73fea",
+        "a5d84f3d2250471eacbf8e6eba3df1be740355cf",
+        "7fc18c92ceef5199e6aca6bf5b273d11c9992435",
+    ),
+    (
+        "cars",
+        7,
+        0,
+        96,
+        "3800738c33784328a7667713ddea6ce774736df7",
+        "cae0c993a562290fbfa074abba96e84312a54cdc",
+        "23d29ed54fbe36fff08e3c9fedf67894b6595843",
+        "5efe04be1a2d4789e2bf46fecc682eb8459254fb",
+    ),
+    (
+        "cars",
+        21,
+        5,
+        96,
+        "6969965c50427c97c8fb1b0ae1e083c85cd83656",
+        "6d77f56cbff42fe8b2dcbe2e97ec5008c2083983",
+        "d1dc0fff68cb9e3b3a06dc0c1c18e2f70e1f8669",
+        "73d69ecf703ebad1767f8444889070cffd72ff29",
+    ),
+    (
+        "cars",
+        0,
+        0,
+        (80, 120),
+        "a5088854d95539c1d2ce067cb893129516de929b",
+        "e413ff5ea914b024423d657fe126e160fc9cf857",
+        "389ad7a6beaff745ae54e2f074b4d13503b80f43",
+        "a9df9e752c7355bc2b780110b2009388f249d4c2",
+    ),
+    (
+        "cars",
+        7,
+        0,
+        (80, 120),
+        "1e964b6f77585739e6d3c84fc1b616cdfd5415b0",
+        "225ed4c7ef106a635749674ac60d79e9e294d3f8",
+        "fe4deb9f605e05fd37b7c29176ef5aebfb9fb269",
+        "0798c29dcfd0ca272af1513909df6accb341842c",
+    ),
+    (
+        "cars",
+        21,
+        5,
+        (80, 120),
+        "c4e4f7f1402a9e27245a1cb04b115d169055e77a",
+        "f65b24acc9cfb8a57f9baaab9254ba0c8754e561",
+        "6a22c2e3b80d04e4717790743f125404099d898f",
+        "e29e3b441cffe59876665a6db03b2e1f1c245dbb",
+    ),
+    (
+        "cars",
+        0,
+        0,
+        192,
+        "6a135ca28b8e177f5c1aa9d5cb03e563a98617c9",
+        "578d530ff37b330b0551d5b5a6ed714a423105e0",
+        "da7181160ebc48d05e74d757b360af2bd981a965",
+        "29fb953f9fc588b6a1dc119fff0a9e8acfc970f7",
+    ),
+    (
+        "cars",
+        7,
+        0,
+        192,
+        "16a96d31f6199c4adbe9ae76987321eaf4271101",
+        "ce4df74687121b97c8f5a7d08a98fb8932a0ebd4",
+        "ab2dbeda46246ca2511ee81ab16859b8fa9a66e6",
+        "fcefde6fb50b45326a1d342abaccd38af431923c",
+    ),
+    (
+        "cars",
+        21,
+        5,
+        192,
+        "da54e1c707744c498d453bb5541b44c5bb3a3a93",
+        "fec86535467b8fb3a038bba07641ad449412f23b",
+        "8416833e51fda44944ab324600ae5f5aa6f90fdf",
+        "4005054a37dd0d28a33db070a3a317100be2660f",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("dom", "index", "seed", "size", "image_sha1", "mask_sha1", "nuisance_sha1", "truth_sha1"), V2_PINS
+)
+def test_version_2_is_pinned(dom, index, seed, size, image_sha1, mask_sha1, nuisance_sha1, truth_sha1):
+    s = make_sample(dom, index, seed, size, version=2)
+    assert hashlib.sha1(s.image.tobytes()).hexdigest() == image_sha1
+    assert hashlib.sha1(s.part_mask.tobytes()).hexdigest() == mask_sha1
+    assert hashlib.sha1(s.nuisance_mask.tobytes()).hexdigest() == nuisance_sha1
+    truth = s.segmentation.tobytes() + repr((s.bbox, s.parts, s.label, s.nuisance)).encode()
+    assert hashlib.sha1(truth).hexdigest() == truth_sha1
+
+
 def test_classes(domain):
     C = num_classes(domain)
     assert C >= 16
