@@ -246,3 +246,20 @@ def test_init_from_timm_for_training(fake_hub):
     assert not any(k.startswith("backbone.") for k in left)
     with pytest.raises(hub.WeightsError, match="needs a timm VisionTransformer, got ResNet"):
         init_from_timm(tf, RESNET)
+
+
+def test_local_timm_folder_is_read_like_a_download(tmp_path):
+    """A backbone folder in timm's layout (fgviz's pretraining writes one): same validation, never a pickle."""
+    from fgviz.weights.timm_backbones import read_timm_folder
+
+    with pytest.raises(hub.WeightsError, match="has no config.json"):
+        read_timm_folder(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "resnet18", "num_classes": 4,
+                                                      "model_args": {"layers": [1, 1, 1, 1]}}))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(hub.WeightsError, match="not a readable safetensors file"):
+        read_timm_folder(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "resnet18", "num_classes": 4,
+                                                      "model_args": {"act_layer": "os.system"}}))
+    with pytest.raises(hub.WeightsError, match="unsupported model_args"):
+        read_timm_folder(tmp_path)

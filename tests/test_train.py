@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from fgviz.methods import METHODS
 from fgviz.training.train import Recipe, lr_at, main
 from fgviz.weights.hub import load_folder
 
@@ -23,7 +24,7 @@ def _run(method: str, out: Path, *extra: str) -> None:
           "--threads", "1", *extra])
 
 
-@pytest.mark.parametrize("method", ["transfg", "rams_trans", "tasn"])
+@pytest.mark.parametrize("method", ["transfg", "rams_trans", "tasn", "vit"])
 def test_few_steps_write_a_loadable_model_with_a_card(method, tmp_path):
     _run(method, tmp_path)
     log = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -83,3 +84,52 @@ def test_real_dataset_layout_trains(tmp_path):
     model = load_folder(tmp_path / "run")
     assert model.config.num_classes == 16
     assert json.loads((tmp_path / "run" / "config.json").read_text())["provenance"]["dataset"] == "cub"
+
+
+@pytest.mark.parametrize(("kind", "methods"), [("vit", ("transfg", "rams_trans", "vit")), ("resnet", ("tasn",))])
+def test_pretrained_backbone_initialises_every_method_that_shares_it(kind, methods, tmp_path):
+    """`--pretrain` writes a timm-layout checkpoint (rebuilt by timm from its config alone) on a seed range of its
+    own; `--init <folder>` copies its trunk into each method, and the card says where the initialisation came from."""
+    from fgviz.training.pretrain import PRETRAIN_SEED
+    from fgviz.weights.timm_backbones import build_timm_model, read_timm_folder
+
+    pre = tmp_path / f"pretrain-{kind}"
+    main(["--pretrain", kind, "--preset", "tiny", "--out", str(pre), "--quiet", "--threads", "1"])
+    config = json.loads((pre / "config.json").read_text())
+    assert config["num_classes"] == 32  # every class of both domains
+    assert config["fgviz_pretraining"]["recipe"]["seed"] == PRETRAIN_SEED
+    assert PRETRAIN_SEED not in (0, 10_000, 424242)  # fine-tuning streams (recipe seed, + 10000) and evaluation
+    src = build_timm_model(read_timm_folder(pre))  # strict load into the architecture timm builds
+    for method in methods:
+        _run(method, tmp_path / method, "--init", str(pre), "--steps", "1", "--eval-every", "1", "--lr", "1e-12",
+             "--warmup-steps", "1")
+        model = load_folder(tmp_path / method)
+        fresh = type(model)(model.config, model.pretrained_cfg)
+        left = set(METHODS[method].init_from_timm(fresh, src))  # what the method's own init leaves (heads, ...)
+        copied = [k for k, v in fresh.state_dict().items() if k not in left and v.is_floating_point()
+                  and "running_" not in k]  # batch statistics move in the training step
+        assert len(copied) > len(left)
+        own = model.state_dict()
+        for k in copied:  # an lr of 1e-12 for one step: the weights are the pretrained ones
+            torch.testing.assert_close(own[k].float(), fresh.state_dict()[k].float(), atol=1e-6, rtol=0,
+                                       msg=f"{method} {k}")
+        prov = json.loads((tmp_path / method / "config.json").read_text())["provenance"]
+        assert prov["init"]["source"] == str(pre)
+        assert prov["init"]["pretraining"][0]["task"].startswith("fgviz synthetic birds+cars, 32 classes")
+        assert prov["data_version"] == 2
+
+
+def test_data_version_reaches_the_stream_and_the_card(tmp_path):
+    from fgviz.data import synthetic
+    from fgviz.training.evaluate import data_version
+
+    _run("tasn", tmp_path, "--data-version", "1")
+    model = load_folder(tmp_path)
+    assert data_version(model) == 1
+    model.provenance.pop("data_version")
+    assert data_version(model) == 1  # cards from before version 2 mean version 1
+    images, labels = synthetic.make_batch("birds", range(2), 0, (48, 48), 1)
+    from fgviz.training.train import SyntheticStream
+
+    got, got_labels = SyntheticStream("birds", (48, 48), 0, 1).batch(0, 2, 0, 1)
+    assert (got == images).all() and (got_labels == labels).all()

@@ -51,6 +51,12 @@ def domain_of(model: FineGrainedModel) -> str:
     raise ValueError("model was not trained on fgviz synthetic data: its labels match no synthetic domain")
 
 
+def data_version(model: FineGrainedModel) -> int:
+    """The synthetic data version a model was trained on (its card; cards from before version 2 existed say none and
+    mean version 1)."""
+    return int(model.provenance.get("data_version", 1))
+
+
 def evaluate(model: FineGrainedModel, *, n: int = 200, seed: int = HELD_OUT_SEED,
              randomized: bool = True) -> dict[str, Any]:
     """Accuracy and mean localisation figures over `n` held-out samples (and for a re-initialised copy).
@@ -61,10 +67,11 @@ def evaluate(model: FineGrainedModel, *, n: int = 200, seed: int = HELD_OUT_SEED
     singles out the most salient tokens, so they would not show what training contributed.
     """
     domain = domain_of(model)
+    version = data_version(model)
     method = METHODS[model.method]
     H, W = model.config.img_size
-    samples = [synthetic.make_sample(domain, i, seed, (H, W)) for i in range(n)]
-    result: dict[str, Any] = {"domain": domain, "n": n, "seed": seed}
+    samples = [synthetic.make_sample(domain, i, seed, (H, W), version) for i in range(n)]
+    result: dict[str, Any] = {"domain": domain, "n": n, "seed": seed, "data_version": version}
     models = {"trained": model}
     if randomized:
         models["randomized"] = model.reinitialized(seed=0)
@@ -119,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
             prov = config.setdefault("provenance", {})
             prov["metrics"] = card_metrics(result)
             prov["evaluation"] = {"command": f"python -m fgviz.evaluate {folder} --n {args.n} --seed {args.seed}",
-                                  "n": args.n, "seed": args.seed, "domain": result["domain"]}
+                                  "n": args.n, "seed": args.seed, "domain": result["domain"],
+                                  "data_version": result["data_version"]}
             (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
             (folder / "README.md").write_text(model_card(config))
 

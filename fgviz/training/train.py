@@ -2,6 +2,7 @@
 
     python -m fgviz.train --method transfg --data synth-birds --preset demo --out weights/transfg-birds-demo
     torchrun --nproc-per-node 2 -m fgviz.train --method tasn --data cub --data-dir CUB --preset paper --out runs/x
+    python -m fgviz.train --pretrain resnet --preset demo --out runs/pretrain-resnet   # backbone pretraining
 
 Presets: `paper` follows docs/methods.md (TransFG/RAMS-Trans: SGD 0.9, lr 3e-2, warm-up 500 then cosine over 10k
 steps, grad clip 1, 448 px; TASN: SGD lr 0.1 momentum 0, x0.1 at 1/3 and 2/3 of training, 512 px sampled to 224);
@@ -76,21 +77,23 @@ PRESETS = presets()
 class SyntheticStream:
     """Batches of fgviz's procedural birds/cars; sample i of the run is `make_sample(domain, i, seed)`."""
 
-    def __init__(self, domain: str, size: tuple[int, int], seed: int) -> None:
+    def __init__(self, domain: str, size: tuple[int, int], seed: int, version: int | None = None) -> None:
         from fgviz.data import synthetic
 
         self.synthetic, self.domain, self.size, self.seed = synthetic, domain, size, seed
+        self.version = synthetic.LATEST_VERSION if version is None else version
         self.num_classes = synthetic.num_classes(domain)
         self.labels = list(synthetic.class_names(domain))
 
     def batch(self, step: int, batch_size: int, rank: int, world: int) -> tuple[np.ndarray, np.ndarray]:
         start = (step * world + rank) * batch_size
-        return self.synthetic.make_batch(self.domain, range(start, start + batch_size), self.seed, self.size)
+        return self.synthetic.make_batch(self.domain, range(start, start + batch_size), self.seed, self.size,
+                                         self.version)
 
     def eval_batches(self, n: int, batch_size: int, seed: int):
         for start in range(0, n, batch_size):
             idx = range(start, min(start + batch_size, n))
-            yield self.synthetic.make_batch(self.domain, idx, seed, self.size)
+            yield self.synthetic.make_batch(self.domain, idx, seed, self.size, self.version)
 
 
 class DatasetStream:
@@ -138,9 +141,10 @@ class DatasetStream:
                    np.array([int(self.test[i][1]["label"]) for i in idx], np.int64))
 
 
-def make_stream(data: str, data_dir: str | None, size: tuple[int, int], crop_pct: float, seed: int):
+def make_stream(data: str, data_dir: str | None, size: tuple[int, int], crop_pct: float, seed: int,
+                data_version: int | None = None):
     if data.startswith("synth-"):
-        return SyntheticStream(data.removeprefix("synth-"), size, seed)
+        return SyntheticStream(data.removeprefix("synth-"), size, seed, data_version)
     if not data_dir:
         raise SystemExit(f"--data {data} needs --data-dir pointing at the dataset on disk")
     from fgviz.data import datasets
@@ -217,13 +221,29 @@ def setup_distributed() -> tuple[int, int, torch.device]:
 
 
 def build_model(method: str, recipe: Recipe, labels: list[str]) -> FineGrainedModel:
+    """The method's model from the recipe, initialised from `recipe.init` (a timm Hub name or a local folder in
+    timm's layout, e.g. a backbone from `--pretrain`) when one is given."""
     torch.manual_seed(recipe.seed)
     model = create_model(method, num_classes=len(labels), labels=labels, **recipe.model)
-    if recipe.init:
+    for init in filter(None, recipe.init.split(",")):  # "a,b": both, e.g. the two ResNets of the TASN paper
         from fgviz.weights.timm_backbones import init_from_timm  # the Hub only when asked
 
-        init_from_timm(model, recipe.init.removeprefix("timm:"))
+        init_from_timm(model, init)
     return model
+
+
+def init_provenance(init: str) -> dict[str, Any] | None:
+    """What the card says about the initialisation: the timm name, or a pretrained folder's own provenance."""
+    if not init:
+        return None
+    out: dict[str, Any] = {"source": init}
+    for part in init.split(","):
+        config = Path(part) / "config.json"
+        if not part.startswith("timm:") and config.is_file():
+            pre = json.loads(config.read_text())
+            out.setdefault("pretraining", []).append({"architecture": pre.get("architecture"),
+                                                      **pre.get("fgviz_pretraining", {})})
+    return out
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
@@ -231,7 +251,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     recipe = resolve_recipe(args)
     out = Path(args.out)
     size = tuple(recipe.model.get("img_size", (448, 448)))
-    stream = make_stream(args.data, args.data_dir, size, recipe.model.get("crop_pct", 1.0), recipe.seed)
+    stream = make_stream(args.data, args.data_dir, size, recipe.model.get("crop_pct", 1.0), recipe.seed,
+                         args.data_version)
     model = build_model(args.method, recipe, stream.labels).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     if recipe.optimizer == "adamw":
@@ -326,6 +347,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             "seed": recipe.seed,
             "train_time_s": round(time.time() - t0, 1),
             "weights_kind": "demo" if args.data.startswith("synth-") else "trained",
+            **({"data_version": stream.version} if isinstance(stream, SyntheticStream) else {}),
+            **({"init": init_provenance(recipe.init)} if recipe.init else {}),
             "metrics": {"eval_accuracy": {"value": round(acc, 4), "chance": round(1 / stream.num_classes, 4)}},
         }
         save_model(model, out, provenance=provenance, half=args.half)
@@ -365,8 +388,11 @@ def resolve_recipe(args: argparse.Namespace) -> Recipe:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m fgviz.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--method", required=True, choices=sorted(METHODS))
-    p.add_argument("--data", required=True, help="synth-birds | synth-cars | cub | cars")
+    p.add_argument("--method", choices=sorted(METHODS), help="the method to train (not with --pretrain)")
+    p.add_argument("--pretrain", choices=["vit", "resnet"], help="pretrain a backbone on every synthetic class "
+                   "(fgviz.training.pretrain) instead; then --init OUT")
+    p.add_argument("--data", help="synth-birds | synth-cars | cub | cars")
+    p.add_argument("--data-version", type=int, help="synthetic data version (default: the latest)")
     p.add_argument("--data-dir")
     p.add_argument("--preset", default="demo", choices=sorted(PRESETS))
     p.add_argument("--out", required=True)
@@ -380,7 +406,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grad-clip", type=float)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--optimizer", choices=["sgd", "adamw"])
-    p.add_argument("--init", help="timm:<name> backbone initialisation, '' for random")
+    p.add_argument("--init", help="timm:<name> or a folder in timm's layout (from --pretrain); comma-separated for "
+                   "several; '' for random")
     p.add_argument("--seed", type=int)
     p.add_argument("--img-size", type=int)
     p.add_argument("--model-arg", action="append", help="KEY=JSON model config override, repeatable")
@@ -393,6 +420,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
+    if args.pretrain is None and (args.method is None or args.data is None):
+        p.error("--method and --data are required (or --pretrain)")
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
 
@@ -401,7 +430,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = train(args)
+    if args.pretrain:
+        from fgviz.training.pretrain import pretrain
+
+        result = pretrain(args)
+    else:
+        result = train(args)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result))
 

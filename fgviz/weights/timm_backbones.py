@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -91,6 +92,22 @@ def fetch_timm_checkpoint(name: str, revision: str | None = None) -> TimmCheckpo
     repo = f"{TIMM_ORG}/{name}"
     what = f"timm:{name}"
     config_path = hub_download(repo, "config.json", revision, what=what)
+    return _read_checkpoint(config_path, lambda: hub_download(repo, WEIGHTS_NAME, revision, what=what), name, repo,
+                            what)
+
+
+def read_timm_folder(folder: str | Path) -> TimmCheckpoint:
+    """A checkpoint in timm's Hub layout on disk (config.json + model.safetensors), e.g. a backbone pretrained by
+    `fgviz.training.pretrain`; read exactly as a download (safetensors only, the same validation)."""
+    folder = Path(folder)
+    what = f"timm checkpoint folder {folder}"
+    if not (folder / "config.json").is_file():
+        raise WeightsError(f"{what} has no config.json")
+    return _read_checkpoint(folder / "config.json", lambda: folder / WEIGHTS_NAME, folder.name, str(folder), what)
+
+
+def _read_checkpoint(config_path: Path, weights: Any, name: str, repo: str, what: str) -> TimmCheckpoint:
+    """Parse and validate a timm config.json, then load the weights `weights()` points at."""
     if config_path.stat().st_size > MAX_CONFIG_BYTES:
         raise WeightsError(f"{what}: {repo}'s config.json is larger than {MAX_CONFIG_BYTES} bytes")
     try:
@@ -106,7 +123,7 @@ def fetch_timm_checkpoint(name: str, revision: str | None = None) -> TimmCheckpo
         raise WeightsError(f"{what}: unsupported model_args {bad} in {repo}'s config.json")
     if not 0 <= num_classes <= MAX_CLASSES:
         raise WeightsError(f"{what}: num_classes={num_classes} outside [0, {MAX_CLASSES}]")
-    weights_path = hub_download(repo, WEIGHTS_NAME, revision, what=what)
+    weights_path = weights()
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as e:
@@ -212,14 +229,17 @@ def load_timm_backbone(name: str, method: str | None = None, *, revision: str | 
 
 
 def init_from_timm(model: FineGrainedModel, name: str) -> list[str]:
-    """Initialise `model` for training from the ImageNet checkpoint ``timm/<name>`` (heads stay random); returns
-    the parameter names left as they were.
+    """Initialise `model` for training from the checkpoint ``timm/<name>`` (ImageNet) or a local folder in timm's
+    layout (a backbone pretrained by fgviz); heads stay random. Returns the parameter names left as they were.
 
     Raises:
         WeightsError: download problems, or nothing in `model` has the checkpoint's architecture.
     """
-    name = name.removeprefix("timm:")
-    ckpt = fetch_timm_checkpoint(name)
+    if not name.startswith("timm:") and Path(name).is_dir():
+        ckpt = read_timm_folder(name)
+    else:
+        name = name.removeprefix("timm:")
+        ckpt = fetch_timm_checkpoint(name)
     src = build_timm_model(ckpt)
     method = METHODS[model.method]
     try:

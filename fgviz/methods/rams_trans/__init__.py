@@ -34,8 +34,7 @@ class RAMSTransMethod(Method):
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {"model": dict(PAPER_VIT, patch_size=32, num_scales=2),
                   "init": "timm:vit_base_patch32_224.orig_in21k"},
-        "demo": {"model": dict(DEMO_VIT, patch_size=8, num_scales=2), **DEMO_OPT, "warmup_steps": 60, "steps": 600,
-                 "eval_every": 200},
+        "demo": {"model": dict(DEMO_VIT, num_scales=2), **DEMO_OPT},
         "tiny": {"model": dict(TINY_VIT), **TINY_OPT},
     }
 

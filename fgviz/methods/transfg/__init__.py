@@ -30,8 +30,8 @@ class TransFGMethod(Method):
     imagenet_spec = "timm:vit_base_patch16_224.augreg2_in21k_ft_in1k#transfg"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {"model": dict(PAPER_VIT, patch_size=16, stride=12), "init": "timm:vit_base_patch16_224.orig_in21k"},
-        "demo": {"model": dict(DEMO_VIT, patch_size=8, stride=6), **DEMO_OPT, "warmup_steps": 100, "steps": 1000,
-                 "eval_every": 250},
+        # 196 px at stride 12: 16 x 16 overlapping 16-px patches that cover the image exactly (as 448 px does)
+        "demo": {"model": dict(DEMO_VIT, img_size=(196, 196), stride=12), **DEMO_OPT},
         "tiny": {"model": dict(TINY_VIT, stride=6), **TINY_OPT},
     }
 
