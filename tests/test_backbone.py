@@ -252,7 +252,7 @@ def test_local_timm_folder_is_read_like_a_download(tmp_path):
     """A backbone folder in timm's layout (fgviz's pretraining writes one): same validation, never a pickle."""
     from fgviz.weights.timm_backbones import read_timm_folder
 
-    with pytest.raises(hub.WeightsError, match="has no config.json"):
+    with pytest.raises(hub.WeightsError, match=r"has no config\.json"):
         read_timm_folder(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"architecture": "resnet18", "num_classes": 4,
                                                       "model_args": {"layers": [1, 1, 1, 1]}}))
