@@ -27,7 +27,8 @@ WEIGHTS_KINDS: dict[str, str] = {
     "trained": "weights trained by fgviz on a real dataset",
     "hub": "weights fine-tuned for this method, from the Hugging Face Hub",
     "local": "weights from a local folder",
-    "backbone": "an ImageNet backbone wrapped in this method, NOT fine-tuned for it (ImageNet labels)",
+    "backbone": "ImageNet backbone, not fine-tuned on birds/cars: wrapped in this method as it is (ImageNet "
+                "labels)",
     "random": "random weights: the maps show the architecture, not anything learned",
 }
 

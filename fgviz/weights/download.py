@@ -148,14 +148,14 @@ def hub_download(repo_id: str, filename: str, revision: str | None, *, what: str
         raise WeightsError(f"{what}: {where} does not exist (or is private or gated: set HF_TOKEN)") from None
     except RevisionNotFoundError:
         raise WeightsError(f"{what}: {where}: no such revision") from None
-    except LocalEntryNotFoundError as e:
+    except LocalEntryNotFoundError:
         if isinstance(probe_error, RepositoryNotFoundError):
             raise WeightsError(f"{what}: {where} does not exist (or is private or gated: set HF_TOKEN)") from None
         if probe_error is not None:
             raise WeightsError(f"{what}: {filename} from {where} is not in the local cache and the Hub could not be "
                                f"used: {_describe(probe_error)}") from None
         raise WeightsError(f"{what}: {filename} from {where} is not in the local cache and offline mode is on "
-                           f"(HF_HUB_OFFLINE=1): {e}") from None
+                           "(HF_HUB_OFFLINE=1; unset it to download)") from None
     except EntryNotFoundError:
         raise MissingFileError(f"{what}: {where} has no {filename}") from None
     except (*_network_errors(), ValueError) as e:  # timeouts, dropped connections, HTTP errors, size mismatch
