@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import huggingface_hub.constants
 import numpy as np
 import pytest
 
