@@ -18,13 +18,14 @@ _EXPORTS = {
     "attention_sample": "fgviz.core.sampling",
     "record_attention": "fgviz.core.capture",
     "Explanation": "fgviz.core.explanation",
+    "METHODS": "fgviz.methods",
     "MODEL_CLASSES": "fgviz.methods",
     "FineGrainedModel": "fgviz.methods",
     "create_model": "fgviz.methods",
     "load": "fgviz.weights.hub",
-    "save_model": "fgviz.weights.hub",
-    "push_to_hub": "fgviz.weights.hub",
-    "WeightsError": "fgviz.weights.hub",
+    "save_model": "fgviz.weights.format",
+    "push_to_hub": "fgviz.weights.download",
+    "WeightsError": "fgviz.weights.format",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

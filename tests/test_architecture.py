@@ -134,3 +134,11 @@ def test_a_method_is_one_folder_plus_a_registry_line() -> None:
     text = (ROOT / "app.py").read_text()
     offenders += [f"app.py: {n}" for n in names if n in text]
     assert not offenders, "method names above the methods layer:\n" + "\n".join(offenders)
+
+
+def test_every_public_name_resolves() -> None:
+    """`fgviz.<name>` for every name in `fgviz.__all__` (lazy imports: a moved module breaks this, not a user)."""
+    import fgviz
+
+    for name in fgviz.__all__:
+        assert getattr(fgviz, name) is not None, name

@@ -636,3 +636,27 @@ def test_refused_connection_with_empty_cache(hf_env, serve, repo_files, fast_fau
     with pytest.raises(WeightsError, match=r"is not in the local cache and the Hub could not be used: ConnectError"):
         hub.load(REPO, device="cpu")
     assert time.monotonic() - t0 < 12
+
+
+def test_format_1_folders_load_and_upgrade_in_place(tmp_path, test_image):
+    """A card written before format 2 (one flat "config" with labels, mean, std, crop_pct and training knobs) loads
+    to the same model, and `python -m fgviz.weights.format` rewrites it in format 2 without touching the weights."""
+    model = make_tiny("tasn")
+    out = fmt.save_model(model, tmp_path / "m", provenance={"dataset": "synth-birds"})
+    new = json.loads((out / "config.json").read_text())
+    old = {"fgviz_format": 1, "method": new["method"], "provenance": new["provenance"],
+           "config": {**new["architecture"], **new["pretrained_cfg"], "distill_temperature": 10.0}}  # a knob
+    (out / "config.json").write_text(json.dumps(old))
+    weights = (out / "model.safetensors").read_bytes()
+    loaded = fmt.load_folder(out)
+    assert loaded.config == model.config
+    assert loaded.labels == model.labels
+    assert_same_explanation(model.explain(test_image), loaded.explain(test_image))
+    fmt.main([str(out)])
+    upgraded = json.loads((out / "config.json").read_text())
+    assert upgraded["fgviz_format"] == fmt.FORMAT_VERSION
+    assert upgraded["architecture"] == new["architecture"]
+    assert upgraded["pretrained_cfg"] == new["pretrained_cfg"]
+    assert upgraded["provenance"]["format1_training_args"] == {"distill_temperature": 10.0}
+    assert (out / "model.safetensors").read_bytes() == weights
+    assert_same_explanation(model.explain(test_image), fmt.load_folder(out).explain(test_image))
