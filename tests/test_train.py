@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from fgviz.methods import METHODS
-from fgviz.training.train import Recipe, lr_at, main
+from fgviz.training.recipe import Recipe, lr_at
+from fgviz.training.train import main
 from fgviz.weights.hub import load_folder
 
 ROOT = Path(__file__).resolve().parent.parent

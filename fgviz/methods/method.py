@@ -50,6 +50,18 @@ class Overview:
 
 
 @dataclass
+class Backbone:
+    """A backbone to pretrain for a method family (`Method.pretrain_backbone`): built as the method builds its own,
+    and named so that timm rebuilds it (`timm.create_model(architecture, **model_args)`) from a Hub-layout folder."""
+
+    module: nn.Module
+    architecture: str  # timm model name
+    model_args: dict[str, Any]
+    input_size: tuple[int, int]  # (H, W) it is trained at
+    recipe: dict[str, Any]  # fields of fgviz.training.recipe.Recipe for the pretraining run
+
+
+@dataclass
 class Steps:
     """The method step by step (the Internals tab), for the parameters in `params`."""
 
@@ -149,3 +161,15 @@ class Method:
     def backbone_note(self) -> str:
         """What backbone mode keeps of the timm model (shown in the model's provenance)."""
         return ""
+
+    def pretrain_backbone(self, preset: str) -> Backbone | None:
+        """The backbone this method's `preset` starts from, when this method defines its family's pretraining
+        (`python -m fgviz.train --pretrain <family>`: the stand-in for ImageNet initialisation); else None."""
+        return None
+
+
+PRETRAIN_RECIPES: dict[str, dict[str, Any]] = {  # Recipe fields of backbone pretraining, by preset (any family)
+    "demo": dict(optimizer="adamw", lr=1e-3, weight_decay=0.05, warmup_steps=200, steps=4000, batch_size=32,
+                 grad_clip=1.0, eval_every=1000, eval_samples=512),
+    "tiny": dict(optimizer="adamw", lr=1e-3, warmup_steps=2, steps=4, batch_size=4, eval_every=2, eval_samples=8),
+}

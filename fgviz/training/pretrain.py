@@ -10,14 +10,13 @@ training CLI then initialises a method from it exactly as from a timm Hub checkp
     python -m fgviz.train --pretrain vit --preset demo --out runs/pretrain-vit
     python -m fgviz.train --pretrain resnet --preset demo --out runs/pretrain-resnet
 
-The architectures come from the methods' own presets (`PRETRAIN`), so every method of the preset can start from them:
-the ViT of the ViT methods' preset, the ResNet of TASN's (whose attention net and backbone share it).
+The architectures come from the methods' own presets (`Method.pretrain_backbone`), so every method of a family can
+start from them: the ViT of the ViT methods' preset, the ResNet that TASN's attention net and backbone share.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import shlex
@@ -30,25 +29,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from torch import nn
 
 from fgviz.core.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from fgviz.methods import METHODS
-from fgviz.training.train import Recipe, lr_at
+from fgviz.methods.method import Backbone
+from fgviz.training.recipe import Recipe, lr_at
 
 PRETRAIN_SEED = 5150  # generator seed of the pretraining stream: not 0..10k+ (fine-tuning) nor 424242 (evaluation)
-PRETRAIN: dict[str, dict[str, Any]] = {  # kind -> (the method whose preset gives the architecture, recipe by preset)
-    "vit": {"method": "vit", "arch": "vit_small_patch16_224",
-            "demo": dict(optimizer="adamw", lr=1e-3, weight_decay=0.05, warmup_steps=200, steps=4000, batch_size=32,
-                         grad_clip=1.0, eval_every=1000, eval_samples=512),
-            "tiny": dict(optimizer="adamw", lr=1e-3, warmup_steps=2, steps=4, batch_size=4, eval_every=2,
-                         eval_samples=8)},
-    "resnet": {"method": "tasn", "arch": "resnet18",
-               "demo": dict(optimizer="adamw", lr=2e-3, weight_decay=0.05, warmup_steps=200, steps=4000,
-                            batch_size=32, grad_clip=0.0, eval_every=1000, eval_samples=512),
-               "tiny": dict(optimizer="adamw", lr=1e-3, warmup_steps=2, steps=4, batch_size=4, eval_every=2,
-                            eval_samples=8)},
-}
+
+
+def families() -> list[str]:
+    """The backbone families some method defines a pretraining for (lower case: the `--pretrain` choices)."""
+    return sorted({m.backbone_family.lower() for m in METHODS.values()})
+
+
+def backbone_for(family: str, preset: str) -> Backbone:
+    """The backbone of `family` that `preset`'s methods start from (`Method.pretrain_backbone`)."""
+    for method in METHODS.values():
+        if method.backbone_family.lower() == family:
+            b = method.pretrain_backbone(preset)
+            if b is not None:
+                return b
+    raise SystemExit(f"no method defines a {family!r} backbone pretraining for preset {preset!r}")
 
 
 class JointStream:
@@ -81,44 +83,17 @@ class JointStream:
             yield self._samples(range(start, min(start + batch_size, n)), self.seed + 1)
 
 
-def backbone(kind: str, preset: str) -> tuple[nn.Module, str, dict[str, Any], tuple[int, int]]:
-    """The timm model to pretrain (built as the method builds its backbone), its timm architecture name, the
-    model_args that rebuild it with `timm.create_model`, and the input size."""
-    spec = PRETRAIN[kind]
-    method = METHODS[spec["method"]]
-    fields = dict(method.presets[preset]["model"])
-    if kind == "vit":
-        from fgviz.methods.vit.model import ViTConfig, build_vit
-
-        names = {f.name for f in dataclasses.fields(ViTConfig)}  # the architecture (crop_pct etc. are not)
-        cfg = ViTConfig(**{k: v for k, v in fields.items() if k in names}, num_classes=1)
-        args = {"img_size": list(cfg.img_size), "patch_size": cfg.patch_size, "embed_dim": cfg.embed_dim,
-                "depth": cfg.depth, "num_heads": cfg.num_heads, "mlp_ratio": cfg.mlp_ratio, "qkv_bias": cfg.qkv_bias}
-        return build_vit(cfg), spec["arch"], args, tuple(cfg.img_size)
-    import timm
-
-    block, layers, channels = fields["backbone_block"], fields["backbone_layers"], fields["backbone_channels"]
-    if (fields.get("att_block", "basic"), tuple(fields["att_layers"]), tuple(fields["att_channels"])) != (
-            block, tuple(layers), tuple(channels)):
-        raise SystemExit(f"tasn preset {preset!r}: the attention net and the backbone differ; one pretrained ResNet "
-                         "initialises both only when they share the architecture")
-    arch = {"basic": "resnet18", "bottleneck": "resnet50"}[block]
-    args = {"layers": list(layers), "channels": list(channels)}
-    side = int(fields["att_size"])  # the attention net's input: where the trilinear maps come from
-    return timm.create_model(arch, pretrained=False, num_classes=1, **args), arch, args, (side, side)
-
-
 def pretrain(args: argparse.Namespace) -> dict[str, Any]:
     """Train `args.pretrain`'s backbone on the joint task and save it in timm's Hub layout under `args.out`."""
     from fgviz.data import synthetic
 
-    spec = PRETRAIN[args.pretrain]
-    recipe = Recipe(**spec[args.preset], seed=PRETRAIN_SEED)
+    torch.manual_seed(PRETRAIN_SEED)
+    bb = backbone_for(args.pretrain, args.preset)
+    model, arch, model_args, size = bb.module, bb.architecture, bb.model_args, bb.input_size
+    recipe = Recipe(**bb.recipe, seed=PRETRAIN_SEED)
     recipe = replace(recipe, **{k: v for k, v in (("steps", args.steps), ("lr", args.lr),
                                                   ("batch_size", args.batch_size)) if v is not None})
     version = args.data_version or synthetic.LATEST_VERSION
-    torch.manual_seed(recipe.seed)
-    model, arch, model_args, size = backbone(args.pretrain, args.preset)
     stream = JointStream(size, recipe.seed, version)
     model.reset_classifier(len(stream.labels))
     opt = (torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,31 +30,12 @@ import torch.distributed as dist
 from torch import nn
 
 from fgviz.methods import METHODS, FineGrainedModel, create_model
+from fgviz.training.pretrain import families, pretrain
+from fgviz.training.recipe import Recipe, lr_at
 from fgviz.weights.format import save_model
 
 # --------------------------------------------------------------------------------------------------------------------
 # Recipes
-
-
-@dataclass
-class Recipe:
-    """Optimisation and model arguments of a run (everything the model card reports)."""
-
-    model: dict[str, Any] = field(default_factory=dict)  # config arguments of the method (+ crop_pct, mean, std)
-    loss: dict[str, Any] = field(default_factory=dict)  # arguments of the method's loss (weights, temperatures)
-    optimizer: str = "sgd"  # sgd | adamw
-    lr: float = 3e-2
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "cosine"  # cosine (after linear warm-up) | step (x0.1 at 1/3 and 2/3)
-    warmup_steps: int = 500
-    steps: int = 10_000
-    batch_size: int = 16  # per process, as the official scripts
-    grad_clip: float = 1.0
-    eval_every: int = 500
-    eval_samples: int = 1000
-    init: str = ""  # timm:<name> backbone initialisation ("" = random)
-    seed: int = 0
 
 
 def presets() -> dict[str, dict[str, Recipe]]:
@@ -181,16 +161,6 @@ class LossModule(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model.loss(x, y, **self.loss_args)
-
-
-def lr_at(step: int, r: Recipe) -> float:
-    """Learning rate multiplier: linear warm-up then cosine to 0, or x0.1 steps at 1/3 and 2/3."""
-    if step < r.warmup_steps:
-        return (step + 1) / r.warmup_steps
-    if r.schedule == "step":
-        return 0.1 ** sum(step >= r.steps * f for f in (1 / 3, 2 / 3))
-    progress = (step - r.warmup_steps) / max(1, r.steps - r.warmup_steps)
-    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
 @torch.no_grad()
@@ -389,7 +359,7 @@ def resolve_recipe(args: argparse.Namespace) -> Recipe:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m fgviz.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--method", choices=sorted(METHODS), help="the method to train (not with --pretrain)")
-    p.add_argument("--pretrain", choices=["vit", "resnet"], help="pretrain a backbone on every synthetic class "
+    p.add_argument("--pretrain", choices=families(), help="pretrain a backbone family on every synthetic class "
                    "(fgviz.training.pretrain) instead; then --init OUT")
     p.add_argument("--data", help="synth-birds | synth-cars | cub | cars")
     p.add_argument("--data-version", type=int, help="synthetic data version (default: the latest)")
@@ -430,12 +400,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.pretrain:
-        from fgviz.training.pretrain import pretrain
-
-        result = pretrain(args)
-    else:
-        result = train(args)
+    result = pretrain(args) if args.pretrain else train(args)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result))
 

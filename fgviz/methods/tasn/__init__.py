@@ -10,7 +10,7 @@ from torch import nn
 from fgviz.core import metrics
 from fgviz.core.explanation import Explanation
 from fgviz.methods.base import FineGrainedModel
-from fgviz.methods.method import Method, Overview, ParamSpec, Steps
+from fgviz.methods.method import PRETRAIN_RECIPES, Backbone, Method, Overview, ParamSpec, Steps
 from fgviz.methods.tasn import views, weights
 from fgviz.methods.tasn.model import TASN, TASNConfig
 from fgviz.viz.panels import Style, relative
@@ -106,6 +106,23 @@ class TASNMethod(Method):
 
     def init_from_timm(self, model: FineGrainedModel, src: nn.Module) -> list[str]:
         return weights.init_from_timm(model, src)
+
+    def pretrain_backbone(self, preset: str) -> Backbone | None:
+        """The ResNet of this preset, for both the attention net and the backbone (both start from ImageNet in the
+        paper); only when the two share the architecture."""
+        fields = self.presets.get(preset, {}).get("model", {})
+        if preset not in PRETRAIN_RECIPES or not fields:
+            return None
+        c = TASNConfig(num_classes=1, **{k: v for k, v in fields.items() if k in TASNConfig.__dataclass_fields__})
+        if (c.att_block, c.att_layers, c.att_channels) != (c.backbone_block, c.backbone_layers, c.backbone_channels):
+            return None
+        import timm
+
+        arch = {"basic": "resnet18", "bottleneck": "resnet50"}[c.backbone_block]
+        args = {"layers": list(c.backbone_layers), "channels": list(c.backbone_channels)}
+        module = timm.create_model(arch, pretrained=False, num_classes=1, **args)
+        # trained at the attention net's input size: where the trilinear maps come from
+        return Backbone(module, arch, args, (c.att_size, c.att_size), PRETRAIN_RECIPES[preset])
 
     def backbone_note(self) -> str:
         return "backbone, attention net and every fc are the pretrained ResNet; the attention head is the identity"

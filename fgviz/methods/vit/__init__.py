@@ -3,6 +3,7 @@ TransFG. Its folder also holds what every ViT method shares (`build_vit`, the Vi
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -11,9 +12,9 @@ from torch import nn
 from fgviz.core import metrics
 from fgviz.core.explanation import Explanation
 from fgviz.methods.base import FineGrainedModel
-from fgviz.methods.method import Method, Overview, Steps
+from fgviz.methods.method import PRETRAIN_RECIPES, Backbone, Method, Overview, Steps
 from fgviz.methods.vit import recipes, views, weights
-from fgviz.methods.vit.model import ViT, ViTConfig
+from fgviz.methods.vit.model import ViT, ViTConfig, build_vit
 from fgviz.viz.panels import Style
 
 
@@ -61,6 +62,16 @@ class ViTMethod(Method):
 
     def backbone_note(self) -> str:
         return "every weight is the pretrained ViT's: it is that model"
+
+    def pretrain_backbone(self, preset: str) -> Backbone | None:
+        """The ViT of this preset: every ViT method of the preset (same width, depth, patch) starts from it."""
+        if preset not in PRETRAIN_RECIPES:
+            return None
+        names = {f.name for f in dataclasses.fields(ViTConfig)}  # the architecture (crop_pct etc. are not)
+        cfg = ViTConfig(**{k: v for k, v in self.presets[preset]["model"].items() if k in names}, num_classes=1)
+        args = {"img_size": list(cfg.img_size), "patch_size": cfg.patch_size, "embed_dim": cfg.embed_dim,
+                "depth": cfg.depth, "num_heads": cfg.num_heads, "mlp_ratio": cfg.mlp_ratio, "qkv_bias": cfg.qkv_bias}
+        return Backbone(build_vit(cfg), "vit_small_patch16_224", args, tuple(cfg.img_size), PRETRAIN_RECIPES[preset])
 
 
 METHOD = ViTMethod()
