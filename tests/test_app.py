@@ -431,6 +431,27 @@ def test_exports_do_not_pile_up_on_disk(ui, keys, monkeypatch) -> None:
     assert len(list(Path(ui._exports.name).iterdir())) == 2
 
 
+def test_the_export_holds_every_figure_of_every_tab(ui, keys) -> None:
+    """The ZIP against the tabs: each Overview and Internals panel (same caption, same order), each layer's rollout,
+    the top-5 charts; drawn at export size."""
+    shown = ui.render(keys, {}, SHOWN, VITS[0], STYLE)
+    with zipfile.ZipFile(ui.export(keys, STYLE)) as z:
+        caps = {f["file"]: f["caption"] for f in json.loads(z.read("manifest.json"))["files"]}
+    strip = lambda panels: [c.rsplit(" · ", 1)[0] for _, c in panels]  # noqa: E731  (the UI adds "made by")
+    for m in SHOWN:
+        assert f"overview/{m}.png" in caps
+        assert f"charts/{m}_top5.png" in caps and f"charts/{m}_top5.html" in caps
+        prefix = f"overview/{m}_"
+        over = sorted((f for f in caps if f.startswith(prefix)), key=lambda f: int(f[len(prefix):].split("_")[0]))
+        assert [caps[f] for f in over] == strip(shown[f"overview.{m}.gallery"]), m
+        steps = sorted(f for f in caps if f.startswith(f"internals/{m}/") and f.endswith(".png"))
+        assert [caps[f] for f in steps] == strip(shown[f"steps.{m}.gallery"]), m
+    for m in VITS:
+        L = ui.explorer.analysis(keys[m]).L
+        assert sum(f.startswith(f"layers/{m}/rollout_layer") and f.endswith(".png") for f in caps) == L
+        assert f"layers/{m}/heads_cls.png" in caps
+
+
 def test_e2e_export(client) -> None:
     """Every figure at >= 1024 px, listed in the manifest; the Faithfulness result shown for this image joins, one
     shown for another image does not."""
