@@ -142,3 +142,59 @@ def test_every_public_name_resolves() -> None:
 
     for name in fgviz.__all__:
         assert getattr(fgviz, name) is not None, name
+
+
+def test_a_new_method_needs_nothing_outside_its_folder_and_registry_line(monkeypatch, tmp_path) -> None:
+    """A method added at runtime (a renamed copy of the ViT baseline, as a new folder would define it) gets its
+    Overview column, model box and Internals tab, loads from a weights folder, explains, renders and exports: no
+    layer above fgviz.methods needed a change."""
+    import numpy as np
+
+    from fgviz.explorer import layout
+    from fgviz.explorer.export import figure_set
+    from fgviz.explorer.session import Explorer
+    from fgviz.explorer.ui import UI
+    from fgviz.methods import METHODS, MODEL_CLASSES
+    from fgviz.methods.vit import ViT, ViTMethod
+    from fgviz.viz.panels import Style
+    from fgviz.weights.format import save_model
+    from tests.conftest import make_tiny
+
+    class Toy(ViT):
+        method = "toy"
+
+    class ToyMethod(ViTMethod):
+        name, title, model_class, overview_default = "toy", "Toy", Toy, True
+
+    monkeypatch.setitem(METHODS, "toy", ToyMethod())  # the registry line
+    monkeypatch.setitem(MODEL_CLASSES, "toy", Toy)
+    vit = make_tiny("vit")
+    folder = save_model(Toy(vit.config, vit.pretrained_cfg), tmp_path / "toy-model")
+
+    names: set[str] = set()
+
+    def walk(nodes):
+        for n in nodes:
+            names.add(n.name or "")
+            walk(n.children)
+
+    walk(layout.page({m: ["auto"] for m in METHODS}, {}, ("birds", "cars")))
+    assert {"overview.toy.main", "spec.toy", "overview.toy.gallery", "steps.toy.gallery"} <= names
+    from fgviz.weights.hub import WEIGHTS_DIR
+
+    explorer = Explorer(device="cpu", allowed_roots=(WEIGHTS_DIR, tmp_path))
+    ui = UI(explorer)
+    try:
+        image = np.random.default_rng(0).integers(0, 255, (80, 100, 3), np.uint8)
+        res = ui.explain(image, "birds", {"toy": str(folder)}, ["toy", "tasn"])
+        assert res.notes == {}
+        assert res.keys["toy"].spec == str(folder)
+        shown = ui.render(res.keys, res.notes, ["toy", "tasn"], "toy", Style())
+        assert shown["overview.toy.main"].ndim == 3
+        assert shown["overview.toy.col"]["visible"]
+        assert "Toy" in shown["status"]
+        assert shown["layers.rollout"] is not None  # an attention method: the Layers tab takes it
+        fs = figure_set({m: explorer.get(k) for m, k in res.keys.items()})
+        assert "overview/toy.png" in fs.images
+    finally:
+        ui.close()

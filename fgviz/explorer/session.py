@@ -225,10 +225,14 @@ class Explorer:
         pickle-only repo, a model of another method). Returns (spec, None) or (default, a message saying why).
 
         A failure is remembered for FAILED_TTL_S, so a Hub that hangs costs one bounded wait, not one per request.
-        When the default itself fails, the error is raised (there is nothing to fall back to).
+        When the default itself fails, or a method has no registry model, the error is raised (there is nothing to
+        fall back to).
         """
-        default = self.default_spec(method, domain)
         typed = (spec or "").strip()
+        if typed not in ("", AUTO) and not any(e.get("method") == method for e in self.registry().values()):
+            self.model(self.resolve(typed, method, domain), method)  # no registry model: this spec or the error
+            return typed, None
+        default = self.default_spec(method, domain)
         if typed in ("", AUTO, default):
             return default, None
         failed = self._failed.get((typed, method))
