@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny seeded models of each method (built in milliseconds) and a test image."""
+"""Shared fixtures: tiny seeded models of each method (built in milliseconds), a test image, and the loopback Hub
+(`hf_env`: an empty HF cache; `serve`: a tests/hubserver.py Hub that HF_ENDPOINT points at)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import pytest
 import torch
 
 from fgviz.methods import create_model
+from fgviz.weights import hub
+from tests.hubserver import HubServer
 
 TINY_CONFIGS = {
     "transfg": dict(
@@ -65,6 +68,33 @@ def test_image(rng):
     img += 0.8 * np.exp(-(((yy - 30) / 8.0) ** 2 + ((xx - 90) / 10.0) ** 2))[..., None]
     img += 0.05 * rng.standard_normal(img.shape)
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+@pytest.fixture
+def hf_env(tmp_path, monkeypatch):
+    """An empty HF_HOME, no token, online; the loader's in-process cache cleared before and after."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    for var in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    hub.clear_cache()
+    yield tmp_path / "hf_home" / "hub"
+    hub.clear_cache()
+
+
+@pytest.fixture
+def serve(monkeypatch):
+    """serve(repos, **kw) -> a started HubServer with HF_ENDPOINT pointing at it; stopped at teardown."""
+    servers = []
+
+    def start(repos, **kw) -> HubServer:
+        server = HubServer(repos, **kw)
+        servers.append(server)
+        monkeypatch.setenv("HF_ENDPOINT", server.start())
+        return server
+
+    yield start
+    for s in servers:
+        s.stop()
 
 
 def pytest_addoption(parser):

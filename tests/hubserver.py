@@ -22,7 +22,11 @@ Faults, per file name (and optionally repo and HTTP method), for robustness test
 - ``"hang"``: accept the request, send nothing for `hang_s` seconds (cut short by `stop()`), then drop the socket;
 - ``"500"``: answer 500 Internal Server Error;
 - ``"truncate"``: a GET announces the full ``Content-Length`` but sends only the bytes before `keep` (a fraction
-  of the file, an absolute offset, so a resumed request gets nothing more), then closes the connection.
+  of the file, an absolute offset, so a resumed request gets nothing more), then closes the connection;
+- ``"slow"``: wait `delay_s` seconds (cut short by `stop()`), then answer normally: a slow but good Hub.
+
+`wait_for(filename, method)` blocks until such a request has arrived (before any fault delays it), so a test can
+act while a download is in flight.
 
 Use::
 
@@ -47,7 +51,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".npz", ".onnx")
-FAULT_MODES = ("hang", "500", "truncate")
+FAULT_MODES = ("hang", "500", "truncate", "slow")
 MAX_HANG_S = 30.0
 
 
@@ -77,6 +81,7 @@ class Fault:
     repo_id: str | None = None
     methods: tuple[str, ...] | None = None  # None: every method
     keep: float = 0.5  # "truncate": fraction of the file sent before the connection is closed
+    delay_s: float = 0.0  # "slow": seconds before the answer
 
     def matches(self, repo_id: str | None, method: str) -> bool:
         return (self.repo_id is None or self.repo_id == repo_id) and (self.methods is None or method in self.methods)
@@ -130,6 +135,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._info: dict[str, Any] = {}
         self._status: int | None = None
         self._recorded = False
+        self.server.hub._arrived(method, unquote(urlsplit(self.path).path))
         try:
             if self.server.role == "cdn":
                 self._cdn(method)
@@ -167,6 +173,9 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self.server.hub._fault_for(repo_id, filename, method)
         if fault is not None:
             self._info["fault"] = fault.mode
+        if fault is not None and fault.mode == "slow":
+            self.server.hub._stopping.wait(fault.delay_s)
+            return None  # then answer as a good Hub would
         return fault
 
     def _hang(self) -> None:
@@ -333,6 +342,8 @@ class HubServer:
         self._faults: dict[str, list[Fault]] = {}
         self._log: list[Request] = []
         self._lock = threading.Lock()
+        self._arrivals: list[tuple[str, str]] = []  # (method, unquoted path) as requests arrive
+        self._arrival = threading.Condition()
         self._conns: set[socket.socket] = set()
         self._stopping = threading.Event()
         self._servers: list[_Server] = []
@@ -379,13 +390,27 @@ class HubServer:
     # -- faults and log ---------------------------------------------------------------------------------------------
 
     def fault(self, filename: str, mode: str, *, repo_id: str | None = None, methods: tuple[str, ...] | None = None,
-              keep: float = 0.5) -> None:
+              keep: float = 0.5, delay_s: float = 0.0) -> None:
         """Make requests for `filename` (in `repo_id`, or any repo) fail with `mode` (see FAULT_MODES)."""
         if mode not in FAULT_MODES:
             raise ValueError(f"unknown fault {mode!r}; known: {FAULT_MODES}")
         with self._lock:
             self._faults.setdefault(filename, []).append(
-                Fault(mode, repo_id, tuple(m.upper() for m in methods) if methods else None, keep))
+                Fault(mode, repo_id, tuple(m.upper() for m in methods) if methods else None, keep,
+                      min(float(delay_s), MAX_HANG_S)))
+
+    def _arrived(self, method: str, path: str) -> None:
+        with self._arrival:
+            self._arrivals.append((method, path))
+            self._arrival.notify_all()
+
+    def wait_for(self, filename: str, method: str | None = None, timeout: float = 10.0) -> bool:
+        """Block until a request for a path ending in `/filename` (with `method`, if given) has arrived."""
+        def seen() -> bool:
+            return any(p.endswith("/" + filename) and method in (None, m) for m, p in self._arrivals)
+
+        with self._arrival:
+            return self._arrival.wait_for(seen, timeout)
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -414,6 +439,8 @@ class HubServer:
     def clear_log(self) -> None:
         with self._lock:
             self._log.clear()
+        with self._arrival:
+            self._arrivals.clear()
 
     def _track(self, conn: socket.socket, *, add: bool) -> None:
         with self._lock:

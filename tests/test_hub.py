@@ -31,7 +31,6 @@ from fgviz.weights import download
 from fgviz.weights import format as fmt
 from fgviz.weights.format import WeightsError
 from tests.conftest import TINY_CONFIGS, make_tiny
-from tests.hubserver import HubServer
 
 METHODS = sorted(TINY_CONFIGS)
 REPO = "fgviz-test/tiny-transfg"
@@ -97,33 +96,6 @@ class _NoSleep(types.ModuleType):
 
     def sleep(self, s: float) -> None:
         self.sleeps.append(s)
-
-
-@pytest.fixture
-def hf_env(tmp_path, monkeypatch):
-    """An empty HF_HOME, no token, online; the loader's in-process cache cleared before and after."""
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    for var in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT"):
-        monkeypatch.delenv(var, raising=False)
-    hub.clear_cache()
-    yield tmp_path / "hf_home" / "hub"
-    hub.clear_cache()
-
-
-@pytest.fixture
-def serve(monkeypatch):
-    """serve(repos, **kw) -> a started HubServer with HF_ENDPOINT pointing at it; stopped at teardown."""
-    servers = []
-
-    def start(repos, **kw) -> HubServer:
-        server = HubServer(repos, **kw)
-        servers.append(server)
-        monkeypatch.setenv("HF_ENDPOINT", server.start())
-        return server
-
-    yield start
-    for s in servers:
-        s.stop()
 
 
 @pytest.fixture
