@@ -61,12 +61,14 @@ def explain_command(args: argparse.Namespace) -> int:
     from fgviz.core.imageio import ImageError, synthetic_params
     from fgviz.explorer import views
     from fgviz.explorer.export import figure_set, write_folder, write_zip
+    from fgviz.explorer.policy import SpecPolicy
     from fgviz.explorer.session import Explorer
     from fgviz.viz.panels import Style
     from fgviz.weights.format import WeightsError
 
-    explorer = Explorer(device=args.device, extra_specs=args.model)
-    explorer.allowed_roots = None  # a command line may name any local folder
+    # A command line is run by the machine's own user: any spec, any local folder, no cap or rate.
+    explorer = Explorer(device=args.device, extra_specs=args.model, policy=SpecPolicy.trusted())
+    explorer.allowed_roots = None
     style = Style(cmap=args.cmap, alpha=args.alpha, norm=args.norm)
     args.out.mkdir(parents=True, exist_ok=True)
     status = 0

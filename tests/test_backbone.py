@@ -52,7 +52,7 @@ def fake_hub(tmp_path, monkeypatch):
     """Route timm_backbones' hub_download to tmp_path/<repo>/<file>, with hub_download's error for a missing file."""
     calls = []
 
-    def fake(repo_id, filename, revision, *, what):
+    def fake(repo_id, filename, revision, *, what, shown_revision=None):
         calls.append((repo_id, filename))
         path = tmp_path / repo_id / filename
         if not path.is_file():

@@ -344,7 +344,7 @@ def test_parse_spec_local_paths_must_stay_inside_allowed_roots(tmp_path):
         with pytest.raises(WeightsError, match="outside the allowed weights folders"):
             hub.parse_spec(spec, allowed_roots=roots)
     with pytest.raises(WeightsError, match="outside the allowed weights folders"):
-        hub.load("weights/../../etc", allowed_roots=(hub.WEIGHTS_DIR,), device="cpu", cache=False)
+        hub.load("weights/../../etc", allowed_roots=(hub.weights_dir(),), device="cpu", cache=False)
 
 
 @pytest.mark.parametrize(
@@ -374,8 +374,9 @@ def test_parse_spec_hub_forms(tmp_path, monkeypatch):
                                                                           method="transfg")
     registry = tmp_path / "registry.json"
     registry.write_text(json.dumps({"models": [{"name": "demo-birds", "source": "org/name@v2"}]}))
-    monkeypatch.setattr(hub, "REGISTRY_PATH", registry)
-    assert hub.parse_spec("demo-birds") == hub.Spec("hub", "org/name", revision="v2")
+    monkeypatch.setenv("FGVIZ_WEIGHTS_DIR", str(tmp_path))
+    assert hub.parse_spec("demo-birds") == hub.Spec("hub", "org/name", revision="v2", registry="demo-birds")
+    assert hub.parse_spec("demo-birds").policy_kind == "registry"
 
 
 # --------------------------------------------------------------------------------------------------------------------

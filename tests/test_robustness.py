@@ -502,7 +502,7 @@ def test_typed_spec_cannot_read_outside_the_weights_folders(spec, reason, served
     numbers = explain(client(served.url), corpus[0].path, transfg=spec)
     assert reason in numbers["transfg"]["fallback"]
     assert numbers["transfg"]["model"] == "transfg-birds-demo"
-    assert all(Path(f).resolve().is_relative_to(hub.WEIGHTS_DIR.resolve()) for f in opened), opened
+    assert all(Path(f).resolve().is_relative_to(hub.weights_dir().resolve()) for f in opened), opened
 
 
 def test_a_valid_model_outside_the_weights_folders_is_not_loaded(server, corpus, tmp_path, monkeypatch) -> None:

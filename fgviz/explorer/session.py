@@ -6,15 +6,23 @@ change is derived from a cached explanation by `fgviz.explorer.views`, without a
 `Explorer.explain` (a cache miss), `deletion_insertion` and `sanity_check`; `forward_count` counts their forward
 passes, so tests and benchmarks can assert that a view did not run one.
 
-Security: model specs typed by a user go through `fgviz.weights.hub.load(..., allowed_roots=...)`, so a local path
-outside the weights folders is refused; images go through `fgviz.core.imageio.decode_image` (size limits, clear
-errors). A typed
-spec that cannot be used (refused, missing, a failing Hub) gives way to the registry model with a message
-(`resolve_or_default`), and the failure is remembered for FAILED_TTL_S so a hung Hub is not waited for again.
+Security: model specs typed by a user go through the spec policy (`fgviz.explorer.policy`: which kinds of spec, a
+parameter cap, a per-client rate of new loads) and `fgviz.weights.hub.load(..., allowed_roots=...)`, so a local path
+outside the weights folders is refused, on every call, cached or not; images go through
+`fgviz.core.imageio.decode_image` (size limits, clear errors). A typed spec that cannot be used (refused, missing, a
+failing Hub) gives way to the registry model with a message (`resolve_or_default`), and the failure is remembered for
+FAILED_TTL_S so a hung Hub is not waited for again.
+
+Concurrency: forward passes and image decodes take one work slot (`_slot`), one at a time, as a CPU Space can afford;
+model loads do not take it, so a slow download never delays an explain of a model already loaded. At most
+`max_loading` requests may be loading typed specs (or waiting for such a load) at once; more are refused for now, so
+an app that gives its model events `max_loading + 1` workers always has one free for loaded models.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import os
 import threading
@@ -33,6 +41,7 @@ from fgviz.core.explanation import Explanation
 from fgviz.core.imageio import ImageError, decode_image, synthetic_params
 from fgviz.explorer import views
 from fgviz.explorer.analysis import AttentionAnalysis
+from fgviz.explorer.policy import LoadRefusedError, RateLimiter, SpecPolicy
 from fgviz.methods import METHODS, FineGrainedModel
 from fgviz.weights import hub
 from fgviz.weights.format import WeightsError
@@ -42,6 +51,7 @@ AUTO = "auto"  # the registry model of the chosen domain
 ENV_MODELS = "FGVIZ_MODELS"
 N_RANDOM_MAPS = 4  # random maps averaged for the deletion/insertion chance curves (one draw is noisy)
 FAILED_TTL_S = 120.0  # a typed spec that failed to load is not retried for this long (a hung Hub costs one wait)
+MAX_LOADING = 2  # requests loading typed specs (or waiting for such a load) at once; see the module docstring
 
 
 class LRU:
@@ -149,6 +159,9 @@ class Explorer:
         extra_specs: model specs offered besides the registry (the app's --model and $FGVIZ_MODELS).
         allowed_roots: folders that local model specs may come from (default: the weights folder and the folders
             of local `extra_specs`).
+        policy: which typed specs load, their parameter cap and the per-client rate of new loads (default:
+            `SpecPolicy()`, "any" with the default cap and rate). Registry names and `extra_specs` are trusted.
+        max_loading: requests that may load typed specs (or wait for such a load) at once; more are refused.
         max_explanations: LRU size of the explanation cache (each holds a few MB at the demo size, ~100 MB with
             the attention of a paper-size ViT).
         max_images: LRU size of the decoded-image cache.
@@ -162,11 +175,19 @@ class Explorer:
         allowed_roots: Sequence[Path] | None = None,
         max_explanations: int = 24,
         max_images: int = 16,
+        policy: SpecPolicy | None = None,
+        max_loading: int = MAX_LOADING,
     ) -> None:
         self.device = resolve_device(device)
         self.extra_specs: list[str] = []
+        self.policy = policy if policy is not None else SpecPolicy()
+        self.max_loading = max_loading
+        self._rate = RateLimiter(self.policy.loads_per_minute)
+        self._loading = 0  # requests now loading typed specs or waiting for such a load
+        self._loading_lock = threading.Lock()
+        self._slot = threading.Lock()  # one forward pass or image decode at a time
         self._fixed_roots = allowed_roots is not None
-        roots = allowed_roots if allowed_roots is not None else [hub.WEIGHTS_DIR]
+        roots = allowed_roots if allowed_roots is not None else [hub.weights_dir()]
         self.allowed_roots = tuple(Path(r) for r in roots)
         self.add_specs(extra_specs)
         self._images = LRU(max_images)
@@ -219,18 +240,20 @@ class Explorer:
             raise WeightsError(f"invalid model spec {spec[:80]!r}")
         return self.default_spec(method, domain) if spec in ("", AUTO) else spec
 
-    def resolve_or_default(self, spec: str | None, method: str, domain: str) -> tuple[str, str | None]:
+    def resolve_or_default(self, spec: str | None, method: str, domain: str,
+                           client: str | None = None) -> tuple[str, str | None]:
         """A spec whose model loads: `spec` itself, or the registry model of the domain when a typed spec cannot
         be used (malformed, outside the weights folders, not on the Hub, a hung or failing Hub, a corrupt or
         pickle-only repo, a model of another method). Returns (spec, None) or (default, a message saying why).
 
-        A failure is remembered for FAILED_TTL_S, so a Hub that hangs costs one bounded wait, not one per request.
-        When the default itself fails, or a method has no registry model, the error is raised (there is nothing to
-        fall back to).
+        A failure is remembered for FAILED_TTL_S, so a Hub that hangs costs one bounded wait, not one per request;
+        a refusal for now (`LoadRefusedError`: the client's rate, too many loads at once) is not. `client` identifies
+        the caller for the rate of new loads. When the default itself fails, or a method has no registry model, the
+        error is raised (there is nothing to fall back to).
         """
         typed = (spec or "").strip()
         if typed not in ("", AUTO) and not any(e.get("method") == method for e in self.registry().values()):
-            self.model(self.resolve(typed, method, domain), method)  # no registry model: this spec or the error
+            self.model(self.resolve(typed, method, domain), method, client=client)  # no default: this or the error
             return typed, None
         default = self.default_spec(method, domain)
         if typed in ("", AUTO, default):
@@ -240,8 +263,10 @@ class Explorer:
             reason = failed[1]
         else:
             try:
-                self.model(self.resolve(typed, method, domain), method)
+                self.model(self.resolve(typed, method, domain), method, client=client)
                 return typed, None
+            except LoadRefusedError as e:
+                reason = str(e)
             except (WeightsError, KeyError, ValueError, OSError) as e:
                 reason = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
                 self._failed.put((typed, method), (time.monotonic(), reason))
@@ -267,14 +292,49 @@ class Explorer:
             return parsed.method
         return None
 
-    def model(self, spec: str, method: str) -> FineGrainedModel:
-        """Load (cached by fgviz.weights.hub) the model of `spec`; it must be a `method` model."""
+    def trusted(self, spec: str) -> bool:
+        """A registry name or one of the operator's `extra_specs`: exempt from the spec policy."""
+        spec = spec.strip()
+        return spec in self.extra_specs or spec in self.registry()
+
+    def model(self, spec: str, method: str, client: str | None = None) -> FineGrainedModel:
+        """Load (cached by fgviz.weights.hub) the model of `spec`; it must be a `method` model.
+
+        A typed spec (not `trusted`) goes through the policy on every call: its kind, the allowed roots, the
+        parameter cap, and, when it is not cached, the load limits (`_admit`; `client` for the rate).
+        """
+        typed = not self.trusted(spec)
+        if typed:
+            self.policy.check(hub.parse_spec(spec, allowed_roots=self.allowed_roots), spec.strip())
         model = hub.load(spec, device=self.device, method=method if spec.strip().startswith("timm:") else None,
-                         allowed_roots=self.allowed_roots)
+                         allowed_roots=self.allowed_roots, max_params=self.policy.max_params if typed else None,
+                         admit=self._admit(client) if typed else None)
         if model.method != method:
             raise WeightsError(f"{spec!r} is a {views.title(model.method)} model, not {views.title(method)}; "
                                f"choose it in the {views.title(model.method)} column")
         return model
+
+    def _admit(self, client: str | None) -> Callable[[bool], Any]:
+        """The load limits of a typed spec that is not cached (`fgviz.weights.cache.Admit`): at most `max_loading`
+        such requests at once, and a new load counts towards `client`'s rate (None: the library's own caller, no
+        rate)."""
+
+        @contextlib.contextmanager
+        def admit(new: bool) -> Any:
+            with self._loading_lock:
+                if self._loading >= self.max_loading:
+                    raise LoadRefusedError(f"{self._loading} other models are being loaded right now; try again in a "
+                                      "moment")
+                if new and client is not None:
+                    self._rate.take(client)
+                self._loading += 1
+            try:
+                yield
+            finally:
+                with self._loading_lock:
+                    self._loading -= 1
+
+        return admit
 
     def _lock(self, name: str) -> threading.Lock:
         with self._locks_lock:
@@ -285,7 +345,8 @@ class Explorer:
 
     def add_image(self, src: Any) -> str:
         """Decode an upload (any `decode_image` input) once; returns its content id. Raises ImageError."""
-        image = decode_image(src)
+        with self._slot:  # a large decode costs as much as a forward pass
+            image = decode_image(src)
         iid = image_id(image)
         if self._images.get(iid) is None:
             self._images.put(iid, image)
@@ -301,7 +362,9 @@ class Explorer:
         """Run `spec`'s model on `image` (no caching). The app wraps this in `spaces.GPU`."""
         model = self.model(spec, method)
         with self._lock(f"{spec}|{method}"):  # one forward per model at a time: capture hooks are per module
-            return model.explain(image, **params)
+            expl = model.explain(image, **params)
+        # Spellings of one model share one object, named by the first; the explanation names the spec asked for.
+        return expl if expl.model_name == spec else dataclasses.replace(expl, model_name=spec)
 
     def explain(self, iid: str, spec: str, method: str, params: dict[str, Any] | None = None, *,
                 compute: Callable[..., Explanation] | None = None) -> CacheKey:
@@ -318,8 +381,9 @@ class Explorer:
         self.model(spec, method)  # load (and check the method) before taking the per-key lock
         with self._lock(f"key|{hash(key) % 64}"):  # 64 striped locks: one per key would grow forever
             if self._expls.get(key) is None:
-                expl = (compute or self.compute)(self.image(iid), spec, method, key.param_dict)
-                self.forward_count += 1
+                with self._slot:
+                    expl = (compute or self.compute)(self.image(iid), spec, method, key.param_dict)
+                    self.forward_count += 1
                 self._expls.put(key, expl)
         return key
 
@@ -412,9 +476,10 @@ class Explorer:
         res = self._derived.get(ck)
         if res is None:
             e = self.get(key)
-            res = (compute or self.compute_deletion_insertion)(key.spec, e.method, e.image,
-                                                               views.named_map(e, map_name),
-                                                               int(np.argmax(e.probs)), int(steps))
+            with self._slot:
+                res = (compute or self.compute_deletion_insertion)(key.spec, e.method, e.image,
+                                                                   views.named_map(e, map_name),
+                                                                   int(np.argmax(e.probs)), int(steps))
             self._derived.put(ck, res)
         return res
 
@@ -459,12 +524,13 @@ class Explorer:
         ck = ("sanity", key, int(seed))
         rnd = self._derived.get(ck)
         if rnd is None:
-            rnd = (compute or self.compute_sanity)(key.spec, e.method, self.image(key.image_id), key.param_dict,
-                                                   int(seed))
-            self.forward_count += 1
+            with self._slot:
+                rnd = (compute or self.compute_sanity)(key.spec, e.method, self.image(key.image_id), key.param_dict,
+                                                       int(seed))
+                self.forward_count += 1
             self._derived.put(ck, rnd)
         return rnd, rank_correlation(views.named_map(e, map_name), views.named_map(rnd, map_name))
 
 
-__all__ = ["AUTO", "DOMAINS", "ENV_MODELS", "LRU", "CacheKey", "ExpiredError", "Explorer", "GroundTruth", "ImageError",
-           "env_specs", "image_id", "resolve_device"]
+__all__ = ["AUTO", "DOMAINS", "ENV_MODELS", "LRU", "MAX_LOADING", "CacheKey", "ExpiredError", "Explorer",
+           "GroundTruth", "ImageError", "LoadRefusedError", "SpecPolicy", "env_specs", "image_id", "resolve_device"]

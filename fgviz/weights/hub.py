@@ -11,14 +11,20 @@ Every source is read through `fgviz.weights.format` (safetensors only, validated
 
 Hub files come through `fgviz.weights.download` (bounded timeouts, cache fallback, clear errors); the weights are
 fetched at the commit the config.json came from.
+
+Loaded models live in `MODELS`, a `fgviz.weights.cache.ModelCache` bounded by bytes ($FGVIZ_MODEL_CACHE_GB, default
+4 GiB), keyed on everything that changes a model (files or commit, device, dtype, wrapping method), the registry's
+models pinned. The weights folder ($FGVIZ_WEIGHTS_DIR, else ``weights/``) is read at each call.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import re
-import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,67 +32,114 @@ from typing import Any
 import torch
 
 from fgviz.methods import FineGrainedModel
+from fgviz.weights.cache import Admit, ModelCache, max_bytes_from_env
 from fgviz.weights.download import COMMIT_RE, MissingFileError, check_repo_id, hub_download
-from fgviz.weights.format import CONFIG_NAME, WEIGHTS_NAME, WeightsError, load_checkpoint, load_folder, read_config
+from fgviz.weights.format import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    WeightsError,
+    load_checkpoint,
+    load_folder,
+    parameter_count,
+    read_config,
+)
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (or installed package) root
-WEIGHTS_DIR = Path(os.environ.get("FGVIZ_WEIGHTS_DIR", ROOT / "weights"))
-REGISTRY_PATH = WEIGHTS_DIR / "registry.json"
+ENV_WEIGHTS_DIR = "FGVIZ_WEIGHTS_DIR"
+
+
+def weights_dir() -> Path:
+    """The weights folder: $FGVIZ_WEIGHTS_DIR (read at each call, so a server set up after import sees it) or
+    <repo>/weights. It holds registry.json, and the registry's ``weights/<name>`` sources resolve inside it."""
+    env = os.environ.get(ENV_WEIGHTS_DIR, "").strip()
+    return Path(env).expanduser() if env else ROOT / "weights"
+
+
+def registry_path() -> Path:
+    return weights_dir() / "registry.json"
 
 
 @dataclass(frozen=True)
 class Spec:
-    """A parsed model spec: kind is "local", "hub" or "timm"."""
+    """A parsed model spec: kind is "local", "hub" or "timm"; `registry` is the registry name it came from."""
 
     kind: str
     value: str  # folder path, repo id, or timm model name
     revision: str | None = None
     method: str | None = None  # for timm: which method to wrap the backbone in
+    registry: str | None = None
+
+    @property
+    def policy_kind(self) -> str:
+        """What a spec policy judges: "registry" for a registry name, else `kind`."""
+        return "registry" if self.registry is not None else self.kind
+
+
+_registry_memo: dict[tuple[str, int, int], dict[str, dict[str, Any]]] = {}
 
 
 def registry() -> dict[str, dict[str, Any]]:
-    """Registry entries by name, from weights/registry.json (empty when the file is absent)."""
-    if not REGISTRY_PATH.is_file():
+    """Registry entries by name, from <weights folder>/registry.json (empty when the file is absent).
+
+    Read again only when the file changes (every spec lookup consults it)."""
+    path = registry_path()
+    try:
+        st = path.stat()
+    except OSError:
         return {}
-    entries = json.loads(REGISTRY_PATH.read_text())["models"]
-    return {e["name"]: e for e in entries}
+    sig = (str(path), st.st_mtime_ns, st.st_size)
+    entries = _registry_memo.get(sig)
+    if entries is None:
+        entries = {e["name"]: e for e in json.loads(path.read_text())["models"]}
+        _registry_memo.clear()
+        _registry_memo[sig] = entries
+    return dict(entries)
+
+
+def _local_candidate(spec: str) -> Path:
+    """Where a local spec points: ``weights/<name>`` inside the weights folder, a relative path under the
+    repository root, or an absolute path."""
+    if spec == "weights" or spec.startswith("weights/"):
+        return weights_dir() / spec[len("weights/"):]
+    path = Path(spec)
+    return path if path.is_absolute() else ROOT / path
 
 
 def parse_spec(spec: str, *, allowed_roots: tuple[Path, ...] | None = None) -> Spec:
     """Classify a spec string. Local paths must lie under `allowed_roots` when given (the app passes the weights
-    folders, so a spec typed into the UI cannot read arbitrary files)."""
+    folders, so a spec typed into the UI cannot read arbitrary files); registry names are the operator's and
+    exempt. Runs on every `load`, cached or not, so a folder refused to one caller stays refused after another
+    caller loaded it."""
     spec = spec.strip()
     if not spec:
         raise WeightsError("empty model spec")
     entry = registry().get(spec)
+    name = spec if entry is not None else None
     if entry is not None:
         spec = entry["source"]
     if spec.startswith("timm:"):
-        name, _, method = spec[5:].partition("#")
-        if not re.fullmatch(r"[\w.-]{1,120}", name):
+        timm_name, _, method = spec[5:].partition("#")
+        if not re.fullmatch(r"[\w.-]{1,120}", timm_name):
             raise WeightsError(f"invalid timm model name in {spec!r}")
-        return Spec("timm", name, method=method or None)
-    path = Path(spec)
-    candidate = path if path.is_absolute() else (ROOT / path)
+        return Spec("timm", timm_name, method=method or None, registry=name)
+    candidate = _local_candidate(spec)
     if candidate.is_dir() or spec.startswith(("./", "../", "/", "~", "weights/")) or "\\" in spec:
         resolved = candidate.resolve()
-        if allowed_roots is not None and not any(resolved.is_relative_to(r.resolve()) for r in allowed_roots):
+        # The registry is the operator's own file: its sources are trusted; the roots guard typed paths.
+        inside = allowed_roots is None or any(resolved.is_relative_to(r.resolve()) for r in allowed_roots)
+        if name is None and not inside:
             raise WeightsError(f"local path {spec!r} is outside the allowed weights folders")
-        return Spec("local", str(resolved))
+        return Spec("local", str(resolved), registry=name)
     repo, at, revision = spec.partition("@")
     if repo.count("/") != 1:
         raise WeightsError(f"{spec!r} is neither a local folder, a registry name, org/name[@revision] nor timm:<name>")
     check_repo_id(repo, revision if at else None, spec=spec)
-    return Spec("hub", repo, revision=revision or None)
+    return Spec("hub", repo, revision=revision or None, registry=name)
 
 
-def load_hub(repo_id: str, revision: str | None = None, *, what: str | None = None) -> FineGrainedModel:
-    """Download config.json + model.safetensors of a Hub repo (through the cache) and load them strictly.
-
-    The weights are fetched at the commit the config came from, so a branch that moves in between cannot pair
-    one commit's config with another's weights.
-    """
-    what = what or repo_id + (f"@{revision}" if revision else "")
+def _hub_config(repo_id: str, revision: str | None, what: str) -> tuple[Path, str | None]:
+    """config.json of a Hub repo (validated) and the commit it came from (None when the cache layout does not
+    say; then the revision is used as given)."""
     try:
         config_path = hub_download(repo_id, CONFIG_NAME, revision, what=what)
     except MissingFileError as e:
@@ -94,8 +147,12 @@ def load_hub(repo_id: str, revision: str | None = None, *, what: str | None = No
                            "fgviz.weights.save_model; fgviz never loads pickles such as pytorch_model.bin)"
                            ) from None
     read_config(config_path)  # fail on a bad config before downloading the weights
-    commit = config_path.parent.name
-    pinned = commit if COMMIT_RE.fullmatch(commit) else revision
+    commit = config_path.parent.name  # the snapshot folder of the HF cache is named by the commit
+    return config_path, commit if COMMIT_RE.fullmatch(commit) else None
+
+
+def _hub_weights(repo_id: str, config_path: Path, pinned: str | None, revision: str | None,
+                 what: str) -> FineGrainedModel:
     try:
         weights_path = hub_download(repo_id, WEIGHTS_NAME, pinned, what=what, shown_revision=revision)
     except MissingFileError:
@@ -106,6 +163,20 @@ def load_hub(repo_id: str, revision: str | None = None, *, what: str | None = No
     return load_checkpoint(config_path, weights_path)
 
 
+def load_hub(repo_id: str, revision: str | None = None, *, what: str | None = None,
+             max_params: int | None = None) -> FineGrainedModel:
+    """Download config.json + model.safetensors of a Hub repo (through the cache) and load them strictly.
+
+    The weights are fetched at the commit the config came from, so a branch that moves in between cannot pair
+    one commit's config with another's weights. A config describing more than `max_params` parameters is refused
+    before the weights are downloaded.
+    """
+    what = what or repo_id + (f"@{revision}" if revision else "")
+    config_path, commit = _hub_config(repo_id, revision, what)
+    check_params(parameter_count(read_config(config_path)), max_params, what)
+    return _hub_weights(repo_id, config_path, commit or revision, revision, what)
+
+
 def default_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -114,8 +185,91 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-_cache: dict[tuple[str, str, str | None], FineGrainedModel] = {}
-_cache_lock = threading.Lock()
+def check_params(n: int, max_params: int | None, what: str) -> None:
+    """Refuse a model of more than `max_params` parameters (and buffers); None = no cap."""
+    if max_params is not None and n > max_params:
+        raise WeightsError(f"{what}: the model has {n:,} parameters, more than the {max_params:,} this app loads "
+                           "for a typed model spec")
+
+
+def count_params(model: torch.nn.Module) -> int:
+    """Parameters and buffers of a built model: what `parameter_count` counts from a config."""
+    return sum(t.numel() for t in itertools.chain(model.parameters(), model.buffers()))
+
+
+MODELS = ModelCache(max_bytes_from_env())  # every model `load` returns, shared by all its callers
+
+
+def _file_stamp(folder: Path) -> tuple[tuple[int, int] | None, ...]:
+    """(mtime_ns, size) of a folder's config and weights: a model saved again into the folder gets a new key."""
+    out = []
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        try:
+            st = (folder / name).stat()
+            out.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+def _plan(parsed: Spec, spec: str, dev: torch.device, dtype: torch.dtype, method: str | None,
+          max_params: int | None) -> tuple[tuple, Callable[[], tuple[tuple, Callable[[], FineGrainedModel]]]]:
+    """The cache key of a parsed spec, and its resolver (see `fgviz.weights.cache.Resolver`).
+
+    Keys name everything that changes the model: the files (a local folder and their stamps; a Hub repo at a
+    commit), the device, the dtype and the wrapping method. A Hub branch or tag, and a timm name, are keyed by the
+    spec until the config says which commit they are at; the resolver then returns the commit's key, so the
+    spellings of one commit share one model.
+    """
+    where, dt = str(dev), str(dtype).removeprefix("torch.")
+
+    def finish(model: FineGrainedModel, kind: str) -> FineGrainedModel:
+        model.weights_kind = kind
+        model.name = spec
+        return model.to(dev, dtype=dtype).eval()
+
+    if parsed.kind == "local":
+        folder = Path(parsed.value)
+        key = ("local", parsed.value, _file_stamp(folder), where, dt)
+
+        def resolve_local():
+            if (folder / CONFIG_NAME).is_file():
+                check_params(parameter_count(read_config(folder / CONFIG_NAME)), max_params, spec)
+
+            def build() -> FineGrainedModel:
+                model = load_folder(folder)
+                return finish(model, model.provenance.get("weights_kind", "local"))
+
+            return key, build
+
+        return key, resolve_local
+    if parsed.kind == "hub":
+        rev = parsed.revision
+        key = ("hub", parsed.value, rev, where, dt) if rev and COMMIT_RE.fullmatch(rev) else \
+            ("hub ref", parsed.value, rev, where, dt)
+
+        def resolve_hub():
+            config_path, commit = _hub_config(parsed.value, rev, spec)
+            check_params(parameter_count(read_config(config_path)), max_params, spec)
+            target = ("hub", parsed.value, commit, where, dt) if commit else key
+            return target, lambda: finish(_hub_weights(parsed.value, config_path, commit or rev, rev, spec), "hub")
+
+        return key, resolve_hub
+
+    from fgviz.weights import timm_backbones
+
+    wrap = method or parsed.method
+    key = ("timm ref", parsed.value, wrap, where, dt)
+
+    def resolve_timm():
+        info = timm_backbones.read_timm_config(parsed.value)
+        chosen, n = timm_backbones.plan_backbone(info, wrap)
+        check_params(n, max_params, spec)
+        target = ("timm", parsed.value, info.commit, chosen, where, dt) if info.commit else key
+        return target, lambda: finish(
+            timm_backbones.load_timm_backbone(parsed.value, chosen, revision=info.commit, config=info), "backbone")
+
+    return key, resolve_timm
 
 
 def load(
@@ -125,39 +279,37 @@ def load(
     half: bool | None = None,
     method: str | None = None,
     allowed_roots: tuple[Path, ...] | None = None,
+    max_params: int | None = None,
+    admit: Admit | None = None,
     cache: bool = True,
 ) -> FineGrainedModel:
-    """Load a model from a spec (see module docstring); cached per (spec, device, method).
+    """Load a model from a spec (see module docstring), through the shared, byte-bounded `MODELS` cache.
 
     Device is cuda > mps > cpu unless given; half precision on GPU unless `half=False`. `method` picks the wrapper
-    for ``timm:`` specs (default by architecture: ViTs -> transfg, ResNets -> tasn).
+    for ``timm:`` specs (default by architecture: ViTs -> transfg, ResNets -> tasn). The cache key is everything
+    that changes the model (`_plan`); registry models are pinned. Concurrent loads of one spec share one download
+    and one build.
+
+    The checks run on every call, cached or not: local paths must lie under `allowed_roots` (None: anywhere), and
+    a model of more than `max_params` parameters is refused (before its weights are downloaded when it is not
+    cached). `admit(new)` is entered around a load that is not cached (see `fgviz.weights.cache.Admit`).
+
+    Spellings that resolve to one commit or folder share one model object, whose `name` is the spec that loaded
+    it first.
     """
     dev = torch.device(device) if device is not None else default_device()
-    key = (spec, str(dev), method)
-    with _cache_lock:
-        if cache and key in _cache:
-            return _cache[key]
-    parsed = parse_spec(spec, allowed_roots=allowed_roots)
-    if parsed.kind == "local":
-        model = load_folder(parsed.value)
-        model.weights_kind = model.provenance.get("weights_kind", "local")
-    elif parsed.kind == "hub":
-        model = load_hub(parsed.value, parsed.revision, what=spec)
-        model.weights_kind = "hub"
-    else:
-        from fgviz.weights.timm_backbones import load_timm_backbone
-
-        model = load_timm_backbone(parsed.value, method=method or parsed.method)
-        model.weights_kind = "backbone"
-    model.name = spec
     use_half = dev.type == "cuda" if half is None else half
-    model = model.to(dev, dtype=torch.float16 if use_half else torch.float32).eval()
-    if cache:
-        with _cache_lock:
-            _cache[key] = model
+    dtype = torch.float16 if use_half else torch.float32
+    parsed = parse_spec(spec, allowed_roots=allowed_roots)
+    key, resolve = _plan(parsed, spec.strip(), dev, dtype, method, max_params)
+    if not cache:
+        with admit(True) if admit is not None else contextlib.nullcontext():
+            return resolve()[1]()
+    model = MODELS.load(key, resolve, pin=parsed.registry is not None, admit=admit)
+    check_params(count_params(model), max_params, spec)
     return model
 
 
 def clear_cache() -> None:
-    with _cache_lock:
-        _cache.clear()
+    """Forget every loaded model (tests; an operator freeing memory)."""
+    MODELS.clear()

@@ -26,7 +26,7 @@ from torch import nn
 
 from fgviz.methods import METHODS, FineGrainedModel, Method
 from fgviz.methods.base import MAX_CLASSES, ConversionError
-from fgviz.weights.download import hub_download
+from fgviz.weights.download import COMMIT_RE, hub_download
 from fgviz.weights.format import MAX_CONFIG_BYTES, WEIGHTS_NAME, WeightsError
 
 TIMM_ORG = "timm"
@@ -80,20 +80,48 @@ def _labels(config: dict[str, Any], num_classes: int) -> list[str]:
     return [f"class_{i}" for i in range(num_classes)]
 
 
-def fetch_timm_checkpoint(name: str, revision: str | None = None) -> TimmCheckpoint:
-    """Download (or read from the cache) ``timm/<name>``'s config.json and model.safetensors; never a pickle.
+@dataclass(frozen=True)
+class TimmConfig:
+    """What a timm repo's config.json says, and the commit it came from (None when the cache does not say)."""
 
-    `revision` pins a branch, tag or commit of the timm repo (default: main).
+    name: str
+    repo_id: str
+    commit: str | None
+    architecture: str
+    num_classes: int
+    pretrained_cfg: dict[str, Any]
+    model_args: dict[str, Any]
+    labels: list[str]
+
+
+def read_timm_config(name: str, revision: str | None = None) -> TimmConfig:
+    """Download (or read from the cache) and check ``timm/<name>``'s config.json only: one small file.
 
     Raises:
-        WeightsError: the repo, a file, or the network is unavailable, or the files are malformed.
+        WeightsError: the repo, the file or the network is unavailable, or the config is malformed.
     """
     name = name.removeprefix("timm:")
     repo = f"{TIMM_ORG}/{name}"
     what = f"timm:{name}"
     config_path = hub_download(repo, "config.json", revision, what=what)
-    return _read_checkpoint(config_path, lambda: hub_download(repo, WEIGHTS_NAME, revision, what=what), name, repo,
-                            what)
+    commit = config_path.parent.name  # the HF cache's snapshot folder is named by the commit
+    return _parse_config(config_path, name, repo, what, commit if COMMIT_RE.fullmatch(commit) else None)
+
+
+def fetch_timm_checkpoint(name: str, revision: str | None = None, *,
+                          config: TimmConfig | None = None) -> TimmCheckpoint:
+    """Download (or read from the cache) ``timm/<name>``'s config.json and model.safetensors; never a pickle.
+
+    `revision` pins a branch, tag or commit of the timm repo (default: main); the weights are fetched at the commit
+    the config came from. `config`: that config, already read by `read_timm_config` (not read again).
+
+    Raises:
+        WeightsError: the repo, a file, or the network is unavailable, or the files are malformed.
+    """
+    info = config if config is not None else read_timm_config(name, revision)
+    what = f"timm:{info.name}"
+    return _with_weights(info, hub_download(info.repo_id, WEIGHTS_NAME, info.commit or revision, what=what,
+                                            shown_revision=revision), what)
 
 
 def read_timm_folder(folder: str | Path) -> TimmCheckpoint:
@@ -103,11 +131,12 @@ def read_timm_folder(folder: str | Path) -> TimmCheckpoint:
     what = f"timm checkpoint folder {folder}"
     if not (folder / "config.json").is_file():
         raise WeightsError(f"{what} has no config.json")
-    return _read_checkpoint(folder / "config.json", lambda: folder / WEIGHTS_NAME, folder.name, str(folder), what)
+    info = _parse_config(folder / "config.json", folder.name, str(folder), what, None)
+    return _with_weights(info, folder / WEIGHTS_NAME, what)
 
 
-def _read_checkpoint(config_path: Path, weights: Any, name: str, repo: str, what: str) -> TimmCheckpoint:
-    """Parse and validate a timm config.json, then load the weights `weights()` points at."""
+def _parse_config(config_path: Path, name: str, repo: str, what: str, commit: str | None) -> TimmConfig:
+    """Parse and validate a timm config.json."""
     if config_path.stat().st_size > MAX_CONFIG_BYTES:
         raise WeightsError(f"{what}: {repo}'s config.json is larger than {MAX_CONFIG_BYTES} bytes")
     try:
@@ -123,36 +152,75 @@ def _read_checkpoint(config_path: Path, weights: Any, name: str, repo: str, what
         raise WeightsError(f"{what}: unsupported model_args {bad} in {repo}'s config.json")
     if not 0 <= num_classes <= MAX_CLASSES:
         raise WeightsError(f"{what}: num_classes={num_classes} outside [0, {MAX_CLASSES}]")
-    weights_path = weights()
+    return TimmConfig(name=name, repo_id=repo, commit=commit, architecture=str(arch), num_classes=num_classes,
+                      pretrained_cfg=pretrained_cfg, model_args=model_args, labels=_labels(config, num_classes))
+
+
+def _with_weights(info: TimmConfig, weights_path: Path, what: str) -> TimmCheckpoint:
+    """The checkpoint of `info` with the safetensors at `weights_path` (never a pickle)."""
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as e:
         raise WeightsError(f"{what}: {weights_path} is not a readable safetensors file: {e}") from None
     return TimmCheckpoint(
-        name=name,
-        repo_id=repo,
-        architecture=str(arch),
-        num_classes=num_classes,
-        pretrained_cfg=pretrained_cfg,
-        model_args=model_args,
-        labels=_labels(config, num_classes),
+        name=info.name,
+        repo_id=info.repo_id,
+        architecture=info.architecture,
+        num_classes=info.num_classes,
+        pretrained_cfg=info.pretrained_cfg,
+        model_args=info.model_args,
+        labels=info.labels,
         state=state,
     )
 
 
-def build_timm_model(ckpt: TimmCheckpoint) -> nn.Module:
-    """The timm architecture of `ckpt` (no download) with its weights loaded strictly."""
+def _create(name: str, architecture: str, num_classes: int, model_args: dict[str, Any]) -> nn.Module:
+    """timm.create_model of a config's architecture (no download), with fgviz's error messages."""
     import timm
 
-    if not timm.is_model(ckpt.architecture):
-        raise WeightsError(f"timm:{ckpt.name}: unknown timm architecture {ckpt.architecture!r}")
-    kwargs = {**ckpt.model_args, "num_classes": ckpt.num_classes}
+    if not timm.is_model(architecture):
+        raise WeightsError(f"timm:{name}: unknown timm architecture {architecture!r}")
+    kwargs = {**model_args, "num_classes": num_classes}
     if not isinstance(kwargs.get("img_size", 224), (int, list, tuple)):
-        raise WeightsError(f"timm:{ckpt.name}: bad img_size {kwargs['img_size']!r}")
+        raise WeightsError(f"timm:{name}: bad img_size {kwargs['img_size']!r}")
     try:
-        model = timm.create_model(ckpt.architecture, pretrained=False, **kwargs)
+        return timm.create_model(architecture, pretrained=False, **kwargs)
     except (TypeError, ValueError, AssertionError) as e:
-        raise WeightsError(f"timm:{ckpt.name}: cannot build {ckpt.architecture} from config.json: {e}") from None
+        raise WeightsError(f"timm:{name}: cannot build {architecture} from config.json: {e}") from None
+
+
+def plan_backbone(info: TimmConfig, method: str | None = None) -> tuple[str, int]:
+    """The method that would wrap `info`'s backbone and the backbone's parameter count (parameters and buffers),
+    from a build on the meta device: nothing is allocated and no weights are downloaded.
+
+    Raises:
+        WeightsError: an unknown architecture, a family no method wraps, or a method of another family.
+        KeyError: unknown method.
+    """
+    if method is not None and method not in METHODS:
+        raise KeyError(f"unknown method {method!r}; available: {sorted(METHODS)}")
+    try:
+        with torch.device("meta"):
+            skeleton = _create(info.name, info.architecture, info.num_classes, info.model_args)
+    except (NotImplementedError, RuntimeError) as e:  # an __init__ that needs real data: size unknown, refuse
+        raise WeightsError(f"timm:{info.name}: cannot size {info.architecture} before loading it: {e}") from None
+    chosen = _choose(info.name, family(skeleton), method)
+    return chosen.name, sum(v.numel() for v in skeleton.state_dict().values())
+
+
+def _choose(name: str, fam: str, method: str | None) -> Method:
+    wrappers = methods_for(fam)
+    if not wrappers:
+        raise WeightsError(f"timm:{name}: backbone mode wraps ViTs and ResNets, not {fam}")
+    chosen = METHODS[method] if method else wrappers[0]
+    if chosen not in wrappers:
+        raise WeightsError(f"timm:{name} is a {fam}; {chosen.name} wraps {chosen.backbone_family} checkpoints")
+    return chosen
+
+
+def build_timm_model(ckpt: TimmCheckpoint) -> nn.Module:
+    """The timm architecture of `ckpt` (no download) with its weights loaded strictly."""
+    model = _create(ckpt.name, ckpt.architecture, ckpt.num_classes, ckpt.model_args)
     try:
         model.load_state_dict(ckpt.state, strict=True)
     except RuntimeError as e:
@@ -177,13 +245,15 @@ def methods_for(fam: str) -> list[Method]:
     return sorted((m for m in METHODS.values() if m.backbone_family == fam), key=lambda m: not m.default_for_family)
 
 
-def load_timm_backbone(name: str, method: str | None = None, *, revision: str | None = None) -> FineGrainedModel:
+def load_timm_backbone(name: str, method: str | None = None, *, revision: str | None = None,
+                       config: TimmConfig | None = None) -> FineGrainedModel:
     """Wrap the ImageNet timm checkpoint ``timm/<name>`` as `method` (default: the family's default method).
 
     Args:
         name: timm model name with its pretrained tag, with or without the ``timm:`` prefix.
         method: a method whose `backbone_family` is the checkpoint's family (default: the family's default).
         revision: branch, tag or commit of the timm repo to pin (default: main).
+        config: its config.json, already read by `read_timm_config` (not read again).
 
     Returns:
         The model in eval mode, ``weights_kind = "backbone"``, with a provenance saying it is not fine-tuned.
@@ -195,15 +265,9 @@ def load_timm_backbone(name: str, method: str | None = None, *, revision: str | 
     name = name.removeprefix("timm:")
     if method is not None and method not in METHODS:
         raise KeyError(f"unknown method {method!r}; available: {sorted(METHODS)}")
-    ckpt = fetch_timm_checkpoint(name, revision)
+    ckpt = fetch_timm_checkpoint(name, revision, config=config)
     src = build_timm_model(ckpt)
-    fam = family(src)
-    wrappers = methods_for(fam)
-    if not wrappers:
-        raise WeightsError(f"timm:{name}: backbone mode wraps ViTs and ResNets, not {fam}")
-    chosen = METHODS[method] if method else wrappers[0]
-    if chosen not in wrappers:
-        raise WeightsError(f"timm:{name} is a {fam}; {chosen.name} wraps {chosen.backbone_family} checkpoints")
+    chosen = _choose(name, family(src), method)
     if ckpt.num_classes < 1:
         raise WeightsError(
             f"timm:{name} has no classifier head (num_classes=0): backbone mode needs one; use it for training "

@@ -1,0 +1,281 @@
+"""The loaded-model cache: bounded by bytes, least recently used out, registry models pinned, one build per key.
+
+A public app cannot keep every model anyone typed: `ModelCache` holds models up to `max_bytes` (the bytes of their
+parameters and buffers, counted once each) and evicts the least recently used unpinned one to make room. Pinned
+entries (the registry's models) count towards the bound but are never evicted.
+
+Keys are tuples chosen by the loader (`fgviz.weights.hub.load`): everything that changes the model. A spec whose
+files are only known after a request (a Hub branch) is an *alias* of the entry it resolved to (the repo at a
+commit), so two spellings of one commit share one model.
+
+Concurrency: `load(key, resolve)` runs `resolve` once per key at a time (single flight): concurrent callers of one
+key wait for the first one's result, or its error, instead of downloading and building again. No lock is held while
+a model downloads or builds, so loads of other keys, and lookups of cached ones, never wait for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from fgviz.weights.format import WeightsError
+
+ENV_CACHE_GB = "FGVIZ_MODEL_CACHE_GB"
+# 4 GiB: on a 16 GB Space this leaves room for the process and Gradio (~1.5 GB), the explanation caches (up to ~3 GB
+# at paper size), one explain (~1.5 GB) and the transient copy of a model being loaded (its state dict, up to
+# 1.6 GB at the 400 M-parameter cap of fgviz.explorer.policy). docs/robustness.md has the budget.
+DEFAULT_MAX_BYTES = 4 << 30
+
+Key = Hashable
+# resolve() -> (the key the model is stored under, a function that builds it). Resolving may read a config
+# (and ask the Hub which commit a branch is at); building downloads the weights and allocates the model.
+Resolver = Callable[[], tuple[Key, Callable[[], torch.nn.Module]]]
+# admit(new) -> a context held while this caller resolves and builds (new=True) or waits for another caller's
+# build of the same key (new=False); it may raise to refuse (the app's rate and concurrency limits).
+Admit = Callable[[bool], AbstractContextManager[Any]]
+
+
+def model_bytes(model: torch.nn.Module) -> int:
+    """Bytes of a model's parameters and buffers, each storage counted once (tied weights share one)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        key = (t.untyped_storage().data_ptr(), t.device.index or 0)
+        if t.device.type == "meta" or key in seen:
+            continue
+        seen.add(key)
+        total += t.untyped_storage().nbytes()
+    return total
+
+
+def max_bytes_from_env(default: int = DEFAULT_MAX_BYTES) -> int:
+    """The bound in $FGVIZ_MODEL_CACHE_GB (GiB, may be fractional), else `default`."""
+    raw = os.environ.get(ENV_CACHE_GB, "").strip()
+    if not raw:
+        return default
+    try:
+        gb = float(raw)
+    except ValueError:
+        raise ValueError(f"${ENV_CACHE_GB}={raw!r} is not a number of GiB") from None
+    if not gb > 0:
+        raise ValueError(f"${ENV_CACHE_GB}={raw!r} must be positive")
+    return int(gb * (1 << 30))
+
+
+@dataclass
+class _Entry:
+    model: torch.nn.Module
+    nbytes: int
+    pinned: bool
+    aliases: set[Key] = field(default_factory=set)
+
+
+class _Flight:
+    """One load in progress: the callers of its key wait on `done` for `model` or `error`."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.model: torch.nn.Module | None = None
+        self.error: BaseException | None = None
+
+    def result(self) -> torch.nn.Module:
+        self.done.wait()
+        if self.error is not None:
+            # A copy per waiter: one exception object raised in several threads would share a traceback.
+            raise copy.copy(self.error) from None
+        assert self.model is not None
+        return self.model
+
+
+class ModelCache:
+    """Loaded models by key, within `max_bytes`; thread-safe. See the module docstring."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes={max_bytes} must be positive")
+        self.max_bytes = int(max_bytes)
+        self._entries: OrderedDict[Key, _Entry] = OrderedDict()  # least recently used first
+        self._aliases: dict[Key, Key] = {}  # alias -> the key of its entry
+        self._flights: dict[Key, _Flight] = {}
+        self._lock = threading.Lock()  # guards the three dicts; never held during a resolve or a build
+        self.nbytes = 0  # sum of the entries' nbytes (pinned included)
+        self.builds = 0  # models built by `load` (a test counts them)
+
+    # ---- lookups ---------------------------------------------------------------------------------------------
+    def get(self, key: Key, *, pin: bool = False) -> torch.nn.Module | None:
+        """The model of `key` (or of the entry it is an alias of), marked most recently used; None if absent."""
+        with self._lock:
+            entry = self._entry(key)
+            if entry is None:
+                return None
+            if pin:
+                entry.pinned = True
+            return entry.model
+
+    def _entry(self, key: Key) -> _Entry | None:
+        """(Lock held.) The entry of `key`, moved to the most recently used end."""
+        k = self._aliases.get(key, key)
+        entry = self._entries.get(k)
+        if entry is not None:
+            self._entries.move_to_end(k)
+        return entry
+
+    def __contains__(self, key: Key) -> bool:
+        with self._lock:
+            return self._aliases.get(key, key) in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def cached_keys(self) -> list[Key]:
+        """Entry keys, least recently used first (aliases not included)."""
+        with self._lock:
+            return list(self._entries)
+
+    def pinned_keys(self) -> list[Key]:
+        with self._lock:
+            return [k for k, e in self._entries.items() if e.pinned]
+
+    def models(self) -> list[torch.nn.Module]:
+        with self._lock:
+            return [e.model for e in self._entries.values()]
+
+    # ---- loading ---------------------------------------------------------------------------------------------
+    def load(self, key: Key, resolve: Resolver, *, pin: bool = False, admit: Admit | None = None) -> torch.nn.Module:
+        """The model of `key`: cached, or built once by `resolve()` however many callers ask at the same time.
+
+        `pin` keeps the entry out of eviction. `admit` (see `Admit`) is entered only when the model is not cached.
+        Raises what `resolve` or the build raised (each waiting caller gets its own copy), WeightsError when the
+        model alone does not fit in `max_bytes`, or what `admit` raised.
+        """
+        model = self.get(key, pin=pin)
+        if model is not None:
+            return model
+        flight, leader = self._join(key)
+        if not leader:
+            with admit(False) if admit is not None else contextlib.nullcontext():
+                return self._after_wait(key, flight, pin)
+        try:
+            with admit(True) if admit is not None else contextlib.nullcontext():
+                target, build = resolve()
+                if target == key:
+                    model = self._insert(key, self._build(build), pin)
+                else:
+                    model = self._load_target(target, build, pin)
+                    with self._lock:
+                        entry = self._entries.get(target)
+                        if entry is not None:  # not evicted in between: remember the alias
+                            self._aliases[key] = target
+                            entry.aliases.add(key)
+            flight.model = model
+            return model
+        except BaseException as e:
+            flight.error = e
+            raise
+        finally:
+            self._land(key, flight)
+
+    def _after_wait(self, key: Key, flight: _Flight, pin: bool) -> torch.nn.Module:
+        model = flight.result()
+        if pin:
+            self.get(key, pin=True)
+        return model
+
+    def _load_target(self, target: Key, build: Callable[[], torch.nn.Module], pin: bool) -> torch.nn.Module:
+        """The entry an alias resolved to: cached, or built once (another alias of it may be loading it now)."""
+        model = self.get(target, pin=pin)
+        if model is not None:
+            return model
+        flight, leader = self._join(target)
+        if not leader:
+            return self._after_wait(target, flight, pin)
+        try:
+            flight.model = self._insert(target, self._build(build), pin)
+            return flight.model
+        except BaseException as e:
+            flight.error = e
+            raise
+        finally:
+            self._land(target, flight)
+
+    def _build(self, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+        model = build()
+        with self._lock:
+            self.builds += 1
+        return model
+
+    def _join(self, key: Key) -> tuple[_Flight, bool]:
+        """The flight of `key` and whether this caller leads it (a new one) or waits for it."""
+        with self._lock:
+            flight = self._flights.get(key)
+            if flight is not None:
+                return flight, False
+            flight = self._flights[key] = _Flight()
+            return flight, True
+
+    def _land(self, key: Key, flight: _Flight) -> None:
+        with self._lock:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+        flight.done.set()
+
+    def _insert(self, key: Key, model: torch.nn.Module, pin: bool) -> torch.nn.Module:
+        """Store `model`, evicting least recently used unpinned entries until the bound holds."""
+        nbytes = model_bytes(model)
+        with self._lock:
+            old = self._entries.get(key)
+            if old is not None:  # built twice (cache=False elsewhere, a race of two aliases): keep the first
+                self._entries.move_to_end(key)
+                old.pinned = old.pinned or pin
+                return old.model
+            if not pin:
+                room = self.max_bytes - sum(e.nbytes for e in self._entries.values() if e.pinned)
+                if nbytes > room:
+                    raise WeightsError(f"the model takes {nbytes / 2**20:.0f} MiB, more than the model cache can "
+                                       f"hold next to the pinned models ({max(room, 0) / 2**20:.0f} MiB of "
+                                       f"{self.max_bytes / 2**20:.0f} MiB; ${ENV_CACHE_GB} raises the bound)")
+            # A pinned model (the operator's registry) always goes in; pinned models alone may exceed the bound.
+            self._evict_until(self.max_bytes - nbytes)
+            self._entries[key] = _Entry(model, nbytes, pin)
+            self.nbytes += nbytes
+            return model
+
+    def _evict_until(self, limit: int) -> None:
+        """(Lock held.) Drop least recently used unpinned entries until the cached bytes are at most `limit`."""
+        for k in [k for k, e in self._entries.items() if not e.pinned]:
+            if self.nbytes <= limit:
+                break
+            self._drop(k)
+
+    def _drop(self, key: Key) -> None:
+        entry = self._entries.pop(key)
+        self.nbytes -= entry.nbytes
+        for a in entry.aliases:
+            if self._aliases.get(a) == key:
+                del self._aliases[a]
+
+    # ---- housekeeping ----------------------------------------------------------------------------------------
+    def resize(self, max_bytes: int) -> None:
+        """Change the bound, evicting unpinned entries (least recently used first) to fit it."""
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes={max_bytes} must be positive")
+        with self._lock:
+            self.max_bytes = int(max_bytes)
+            self._evict_until(self.max_bytes)
+
+    def clear(self) -> None:
+        """Forget every model, pinned ones included (loads in flight still finish and are then cached)."""
+        with self._lock:
+            self._entries.clear()
+            self._aliases.clear()
+            self.nbytes = 0
