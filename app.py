@@ -2,6 +2,7 @@
 tabs and controls come from the method registry; nothing runs at import (`build_app()`; `demo` on first access).
 
     python app.py [--host 127.0.0.1] [--port 7860] [--share] [--device auto|cpu|cuda|mps] [--model SPEC ...]
+                  [--spec-policy registry|hub|any] [--model-cache-gb GB]
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from fgviz.core.imageio import MAX_BYTES
 from fgviz.explorer import layout as L
 from fgviz.explorer import ui as U
 from fgviz.explorer import views
+from fgviz.explorer.policy import POLICIES, SpecPolicy
 from fgviz.explorer.session import DOMAINS, Explorer, env_specs, resolve_device
 from fgviz.methods import METHODS
 from fgviz.viz.panels import Style
+from fgviz.weights import hub
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op decorator elsewhere
     import spaces
@@ -39,23 +42,42 @@ except ImportError:
 ASSETS = Path(__file__).resolve().parent / "assets"
 QUEUE_SIZE, CONCURRENCY, CACHE_CLEANUP = 64, 2, (1800, 3600)
 CONTEXT = ("image", "domain", *(f"{m}_model" for m in METHODS), "model_set", "columns")  # API parameter names
-PRIVATE, MODEL = {"api_visibility": "private"}, {"concurrency_id": "model", "concurrency_limit": 1}
+PRIVATE = {"api_visibility": "private"}
 
 
-def friendly(fn: Callable, names: tuple[str, ...] | None = None) -> Callable:
-    """A user error becomes one message (gr.Error) and one log line, never a traceback; `names` become the API
-    parameter names of a handler that takes *args."""
+def client_of(request: gr.Request | None) -> str | None:
+    """Who sends a request, for the rate of new model loads: on a Space the address its proxy forwards (Gradio sees
+    the proxy's), elsewhere the peer's address; the session when neither is known."""
+    if request is None:
+        return None
+    forwarded = request.headers.get("x-forwarded-for", "") if os.environ.get("SPACE_ID") else ""
+    return forwarded.split(",")[0].strip() or getattr(request.client, "host", None) or request.session_hash
+
+
+def friendly(fn: Callable, names: tuple[str, ...] | None = None, *, client: bool = False) -> Callable:
+    """A user error becomes one message (gr.Error) and one log line, a server fault one logged traceback and a
+    generic message (Gradio prints neither again); `names` become the API parameter names of a handler that takes
+    *args. With `client`, `fn` also gets `client=` the sender (`client_of`; Gradio passes the request)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any) -> Any:
+        kw = {}
+        if client:
+            *args, request = args
+            kw["client"] = client_of(request)
         try:
-            return fn(*args)
+            return fn(*args, **kw)
         except U.USER_ERRORS as e:
             raise gr.Error(U.user_error(fn.__name__, args, e), print_exception=False) from None
+        except Exception as e:  # anything else is ours to fix: one traceback, in the log
+            raise gr.Error(U.server_fault(fn.__name__, args, e), print_exception=False) from None
 
     if names is not None:
-        wrapper.__signature__ = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-                                                   for n in names])
+        params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
+        if client:  # Gradio fills a parameter annotated gr.Request and leaves it out of the API
+            params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD))
+            wrapper.__annotations__ = {"request": gr.Request}
+        wrapper.__signature__ = inspect.Signature(params)
     return wrapper
 
 
@@ -111,12 +133,13 @@ class Layout(dict):
 
 def build_app(explorer: Explorer | None = None) -> gr.Blocks:
     """The explorer's Blocks over `explorer` (default: one on the registry models and $FGVIZ_MODELS)."""
-    explorer = explorer or Explorer(device=os.environ.get("FGVIZ_DEVICE", "auto"), extra_specs=env_specs())
+    explorer = explorer or Explorer(device=os.environ.get("FGVIZ_DEVICE", "auto"), extra_specs=env_specs(),
+                                    policy=SpecPolicy.from_env())
     ui = U.UI(explorer, compute_explain=GPU(explorer.compute),
               compute_deletion=GPU(explorer.compute_deletion_insertion), compute_sanity=GPU(explorer.compute_sanity))
     notes = views.notes()
     with gr.Blocks(title="fgviz: fine-grained attention explorer", delete_cache=CACHE_CLEANUP) as demo:
-        page = L.page({m: explorer.choices(m) for m in METHODS}, notes, DOMAINS)
+        page = L.page({m: explorer.choices(m) for m in METHODS}, notes, DOMAINS, explorer.policy.describe())
         wire(Layout().render(page), ui, notes)
     demo.fgviz_ui = ui
     return demo
@@ -125,7 +148,9 @@ def build_app(explorer: Explorer | None = None) -> gr.Blocks:
 def wire(R: Layout, ui: U.UI, notes: dict[str, str]) -> None:
     """Events. An explain (button, upload, example, domain, models, columns) renders every tab from its new keys and
     empties Faithfulness and Export; a failed one empties every tab. View controls re-render from the cache; only
-    the MODEL events run a model."""
+    the MODEL events run a model. They share `max_loading + 1` workers: the explorer lets at most `max_loading` of
+    them load typed specs, so one is always free for loaded models, and runs one forward pass at a time itself."""
+    MODEL = {"concurrency_id": "model", "concurrency_limit": ui.explorer.max_loading + 1}
     api_methods, sty = L.default_methods(), [R["cmap"], R["alpha"], R["norm"]]
     specs = [R[f"spec.{m}"] for m in METHODS]
     outputs = [*R.apply(ui.render({}, {}, [], R["layers.method"].value, Style())), *specs]  # what a render changes
@@ -138,9 +163,9 @@ def wire(R: Layout, ui: U.UI, notes: dict[str, str]) -> None:
         return {**render({}, {}, api_methods, R["layers.method"].value, *st), R["keys"]: {}, R["notes"]: {},
                 R["status"]: "Nothing shown: the last request failed (the message says why)."}
 
-    def explain(img, dom, *rest):
+    def explain(img, dom, *rest, client=None):
         typed, (mset, cols) = rest[: len(METHODS)], rest[len(METHODS): len(METHODS) + 2]
-        res = ui.explain(img, dom, typed, cols or api_methods, mset, style=style(*rest[-3:]))
+        res = ui.explain(img, dom, typed, cols or api_methods, mset, style=style(*rest[-3:]), client=client)
         return (*(res.mains.get(m) for m in api_methods), res.numbers, res.keys, res.notes)
 
     def chain(ev: Any) -> None:
@@ -149,11 +174,12 @@ def wire(R: Layout, ui: U.UI, notes: dict[str, str]) -> None:
 
     explain_in = [R["image"], R["domain"], *specs, R["model_set"], R["columns"], *sty]
     explain_out = [*(R[f"overview.{m}.main"] for m in api_methods), R["numbers"], R["keys"], R["notes"]]
-    chain(gr.on([R["run"].click, R["image"].upload], friendly(explain, (*CONTEXT, "cmap", "alpha", "norm")),
-                explain_in, explain_out, api_name="explain", api_description=notes.get("api explain"), **MODEL))
-    chain(R["examples"].load_input_event.then(friendly(explain), explain_in, explain_out, **PRIVATE, **MODEL))
+    explain_fn = friendly(explain, (*CONTEXT, "cmap", "alpha", "norm"), client=True)
+    chain(gr.on([R["run"].click, R["image"].upload], explain_fn, explain_in, explain_out, api_name="explain",
+                api_description=notes.get("api explain"), **MODEL))
+    chain(R["examples"].load_input_event.then(explain_fn, explain_in, explain_out, **PRIVATE, **MODEL))
     chain(gr.on([R["domain"].input, R["model_set"].input, R["columns"].input, *(s.input for s in specs)],
-                friendly(explain), explain_in, explain_out, **PRIVATE, **MODEL))
+                explain_fn, explain_in, explain_out, **PRIVATE, **MODEL))
     # Sliders answer `input` (mouse and keyboard alike), the newest value only, so dragging queues no backlog.
     gr.on([R["cmap"].change, R["alpha"].input, R["norm"].change], render, render_in, outputs,
           trigger_mode="always_last", **PRIVATE)
@@ -193,12 +219,12 @@ def wire(R: Layout, ui: U.UI, notes: dict[str, str]) -> None:
 
     def on_context(fn: Callable, names: tuple[str, ...]) -> Callable:
         """`fn(keys, *rest)` with the session's keys for the given image (or explained now, for API callers)."""
-        def handler(k, img, dom, *rest):
+        def handler(k, img, dom, *rest, client=None):
             n = len(METHODS)
             typed, (mset, cols), rest = rest[:n], rest[n: n + 2], rest[n + 2:]
-            return R.apply(fn(ui.current(k, img, dom, typed, cols or api_methods, mset), *rest))
+            return R.apply(fn(ui.current(k, img, dom, typed, cols or api_methods, mset, client), *rest))
         handler.__name__ = fn.__name__
-        return friendly(handler, ("keys", *CONTEXT, *names, "shown"))
+        return friendly(handler, ("keys", *CONTEXT, *names, "shown"), client=True)
 
     def faithfulness(k, method, map_name, steps, shown):
         return ui.faithfulness_view(k, method, map_name, steps, shown)
@@ -241,10 +267,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
     ap.add_argument("--model", action="append", default=[], metavar="SPEC", help="offer another model (registry "
                     "name, weights folder, org/repo[@rev], timm:<name>); repeatable; also $FGVIZ_MODELS")
+    ap.add_argument("--spec-policy", choices=sorted(POLICIES), default=None, help="which typed model specs load: "
+                    "registry, hub (+ Hub repos, timm:; for a public Space) or any (+ local folders); default "
+                    "$FGVIZ_SPEC_POLICY, else hub on a Space and any elsewhere")
+    ap.add_argument("--model-cache-gb", type=float, default=None, help="bound of the loaded-model cache in GiB "
+                    "(default $FGVIZ_MODEL_CACHE_GB, else 4)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.model_cache_gb is not None:
+        hub.MODELS.resize(int(args.model_cache_gb * (1 << 30)))
     explorer = Explorer(device=resolve_device(args.device or os.environ.get("FGVIZ_DEVICE", "auto")),
-                        extra_specs=[*env_specs(), *args.model])
+                        extra_specs=[*env_specs(), *args.model], policy=SpecPolicy.from_env(args.spec_policy))
     launch(build_app(explorer), host=args.host, port=args.port, share=args.share)
 
 

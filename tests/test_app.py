@@ -6,8 +6,10 @@ Uses the demo registry models (about 1 M parameters each, CPU) and the example i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import zipfile
 from pathlib import Path
 
@@ -336,10 +338,14 @@ def test_examples_cover_both_domains() -> None:
 
 
 def test_cli_flags_reach_launch(monkeypatch) -> None:
+    from fgviz.weights import hub
+    from fgviz.weights.cache import ModelCache
+
     seen = {}
     monkeypatch.setattr(app, "launch", lambda demo, **kw: seen.update(kw, demo=demo))
+    monkeypatch.setattr(hub, "MODELS", ModelCache())
     app.main(["--host", "127.0.0.1", "--port", "7999", "--share", "--device", "cpu", "--model",
-              "weights/tasn-cars-demo"])
+              "weights/tasn-cars-demo", "--spec-policy", "registry", "--model-cache-gb", "1.5"])
     assert seen["host"] == "127.0.0.1"
     assert seen["port"] == 7999
     assert seen["share"] is True
@@ -348,6 +354,11 @@ def test_cli_flags_reach_launch(monkeypatch) -> None:
     assert explorer.device == "cpu"
     assert "weights/tasn-cars-demo" in explorer.choices("tasn")
     assert "weights/tasn-cars-demo" not in explorer.choices("transfg")
+    assert explorer.policy.name == "registry"
+    assert hub.MODELS.max_bytes == 3 << 29
+    monkeypatch.setenv("FGVIZ_SPEC_POLICY", "hub")
+    app.main(["--device", "cpu"])
+    assert seen["demo"].fgviz_ui.explorer.policy.name == "hub"
 
 
 def test_importing_the_app_builds_nothing_and_gpu_is_a_no_op_without_spaces() -> None:
@@ -382,6 +393,7 @@ def test_named_endpoints_are_documented(client) -> None:
     assert set(api["named_endpoints"]) == NAMED
     params = [p["parameter_name"] for p in api["named_endpoints"]["/explain"]["parameters"]]
     assert params[:2] == ["image", "domain"]
+    assert "request" not in params  # the sender's address comes from Gradio, not from the caller
     assert all(f"{m}_model" in params for m in METHODS)
     notes = views.notes()
     assert all(notes.get(f"api {n.strip('/')}") for n in NAMED)
@@ -486,6 +498,55 @@ def test_e2e_bad_upload_gets_a_clear_message(client, tmp_path) -> None:
     bad.write_bytes(b"this is not a png")
     with pytest.raises(AppError, match="not an image"):
         client.predict(handle_file(str(bad)), "birds", api_name="/explain")
+
+
+def test_e2e_log_one_line_per_user_error_a_traceback_per_server_fault(ui, client, tmp_path, caplog, capfd,
+                                                                       monkeypatch) -> None:
+    """What the server log gets through the running app: a user error (a bad upload, a model spec that cannot be
+    used) is one line with the image's hash (the sha1 of the upload, as `sha1sum` prints it) and no traceback,
+    from fgviz or from Gradio; a fault of the server keeps its traceback, once."""
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    def lines() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "fgviz.app"]
+
+    def sha(path) -> str:
+        return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
+
+    bad = tmp_path / "holiday.png"
+    bad.write_bytes(b"this is not a png")
+    capfd.readouterr()
+    with caplog.at_level(logging.WARNING, logger="fgviz.app"):
+        with pytest.raises(AppError, match="not an image"):
+            client.predict(handle_file(str(bad)), "birds", api_name="/explain")
+        assert [r.getMessage() for r in lines()] == [
+            f"user error in explain (image {sha(bad)}): this file is not an image (fgviz reads PNG, JPEG, WebP, GIF "
+            "or BMP)"]
+        assert lines()[0].exc_info is None
+        caplog.clear()
+
+        numbers = client.predict(handle_file(BIRD), "birds", transfg_model="/etc", api_name="/explain")[-1]
+        assert "outside the allowed weights folders" in numbers["transfg"]["fallback"]
+        assert [r.getMessage() for r in lines()] == [
+            f"user error in explain (image {sha(BIRD)}): {numbers['transfg']['fallback']}"]
+        assert lines()[0].exc_info is None
+        caplog.clear()
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("a bug of ours")
+
+        monkeypatch.setattr(ui.explorer, "explain", broken)  # the app's explorer is the fixture's
+        fresh = tmp_path / "fresh.png"
+        Image.new("RGB", (64, 48), (10, 200, 30)).save(fresh)
+        with pytest.raises(AppError, match=rf"Something went wrong on the server \(logged with image {sha(fresh)}\)"):
+            client.predict(handle_file(str(fresh)), "birds", api_name="/explain")
+        (fault,) = lines()
+        assert fault.getMessage() == f"server fault in explain (image {sha(fresh)}): a bug of ours"
+        assert fault.exc_info is not None and fault.exc_info[0] is RuntimeError  # the traceback, in the log
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err  # Gradio printed none of them again
+    assert re.fullmatch(r"[0-9a-f]{12}", sha(bad))
 
 
 # ---- uploads: one decoder, clear messages ---------------------------------------------------------------------

@@ -9,6 +9,8 @@ loopback, against the real app (`app.build_app()` + `app.launch()`, the same que
 - Hub faults (tests/hubserver.py: hang, 500, truncated download, unknown, pickle-only, corrupt or hostile
   config) and model specs that point outside the weights folders: the app falls back to the registry model with
   a message, within a bounded time, and a failure is not retried for every request;
+- a public Space: a slow Hub load does not hold up other users' explains, each client has its own rate of new
+  loads, and the app serves its registry from a weights folder that $FGVIZ_WEIGHTS_DIR moved elsewhere;
 - Gradio serves only its cache, never the app's files.
 
 CI runs the bounded form (seconds). `pytest tests/test_robustness.py --full -s` (or FGVIZ_FULL=1) runs the full
@@ -24,6 +26,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import statistics
 import struct
 import threading
@@ -50,6 +53,7 @@ import fgviz.weights.download as download
 import fgviz.weights.hub as hub
 from fgviz.explorer import session
 from fgviz.explorer.layout import default_methods
+from fgviz.explorer.policy import SpecPolicy
 from fgviz.explorer.session import Explorer
 from fgviz.weights import format as fmt
 from tests.conftest import make_tiny
@@ -86,11 +90,15 @@ def figure(name: str, **values) -> None:
 @pytest.fixture(scope="module", autouse=True)
 def environment():
     """Offline (only the loopback Hub below is ever asked) and one torch thread: on a busy 2-core machine, two
-    OpenMP threads spin against each other (measured: up to 50x slower)."""
+    OpenMP threads spin against each other (measured: up to 50x slower). The served app has no rate of new loads
+    (every test client is 127.0.0.1); `test_rate_of_new_loads_through_the_app` tests it on its own app."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("FGVIZ_LOADS_PER_MINUTE", "0")
+        mp.delenv("FGVIZ_SPEC_POLICY", raising=False)
+        mp.delenv("SPACE_ID", raising=False)
         yield
     torch.set_num_threads(n)
 
@@ -337,7 +345,11 @@ def test_full_queue_answers_busy_retry_and_keeps_serving(corpus, tmp_path, monke
         photo(5000).save(first)
         running = c.submit(handle_file(str(first)), "birds", api_name="/explain")
         assert entered.wait(30)
-        waiting = [c.submit(handle_file(str(corpus[0].path)), "birds", api_name="/explain") for _ in range(5)]
+        # The model events have max_loading + 1 workers; the others wait in the explorer for its one work slot,
+        # then 2 wait in the queue, and the last 3 are refused.
+        workers = explorer.max_loading + 1
+        waiting = [c.submit(handle_file(str(corpus[0].path)), "birds", api_name="/explain")
+                   for _ in range(workers - 1 + 2 + 3)]
         refused = []
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and len(refused) < 3:
@@ -359,7 +371,7 @@ def test_full_queue_answers_busy_retry_and_keeps_serving(corpus, tmp_path, monke
                 outcomes.append(j.result(timeout=TIMEOUT_S)[-1]["transfg"]["model"])
             except QueueError as e:
                 outcomes.append(str(e))
-        assert sorted(outcomes) == ["Queue is full! Please try again."] * 3 + ["transfg-birds-demo"] * 2
+        assert sorted(outcomes) == ["Queue is full! Please try again."] * 3 + ["transfg-birds-demo"] * (workers + 1)
         assert explain(client(url), corpus[0].path)["transfg"]["model"] == "transfg-birds-demo"  # still serving
     finally:
         release.set()
@@ -391,7 +403,7 @@ def hub_server(served, tmp_path, monkeypatch):
     config = json.loads(files["config.json"])
     hostile = {**config, "architecture": {**config["architecture"], "num_classes": 10**12}}
     payload = pickle.dumps(print)  # a pickle that would run code (print) if anything unpickled it
-    repos = {name: {"main": files} for name in ("good", "hang", "e500", "cut", "recovers")}
+    repos = {name: {"main": files} for name in ("good", "good2", "slow", "hang", "e500", "cut", "recovers")}
     repos |= {
         "pickle-only": {"main": {"pytorch_model.bin": payload}},
         "pickled": {"main": {"config.json": files["config.json"], "pytorch_model.bin": payload}},
@@ -405,6 +417,7 @@ def hub_server(served, tmp_path, monkeypatch):
     server.fault("config.json", "500", repo_id="fgviz-test/e500")
     for name in ("cut", "recovers"):
         server.fault("model.safetensors", "truncate", repo_id=f"fgviz-test/{name}", methods=("GET",))
+    server.fault("model.safetensors", "slow", repo_id="fgviz-test/slow", methods=("GET",), delay_s=2.0)
     monkeypatch.setenv("HF_ENDPOINT", server.start())
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     for var in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
@@ -513,6 +526,84 @@ def test_a_valid_model_outside_the_weights_folders_is_not_loaded(server, corpus,
     numbers = explain(client(server), corpus[0].path, transfg=str(outside))
     assert f"local path '{outside}' {OUTSIDE}" in numbers["transfg"]["fallback"]
     assert str(outside) not in opened
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# A public Space
+
+
+def test_a_slow_hub_load_does_not_hold_up_other_users(served, hub_server, tmp_path, monkeypatch) -> None:
+    """One user's 2 s Hub load runs beside another user's explains of loaded models (before, the model events had
+    one worker, and every explain queued behind the download)."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DOWNLOAD_TIMEOUT", 10.0)  # the slow Hub answers in 2 s
+    hub.MODELS.clear()
+    served.explorer.model("transfg-birds-demo", "transfg")  # pinned again, as a running app has it
+    a, b = client(served.url), client(served.url)
+
+    def timed(seed: int) -> float:
+        path = tmp_path / f"b{seed}.png"
+        photo(seed).save(path)  # a new image: every explain runs the three models
+        t0 = time.monotonic()
+        numbers = explain(b, path)
+        assert all("fallback" not in n for n in numbers.values())
+        return time.monotonic() - t0
+
+    base = [timed(8000 + i) for i in range(5)]
+    photo(8100).save(tmp_path / "a.png")
+    t0 = time.monotonic()
+    job = a.submit(handle_file(str(tmp_path / "a.png")), "birds", transfg_model="fgviz-test/slow",
+                   api_name="/explain")
+    assert hub_server.wait_for("model.safetensors", "GET", timeout=30)
+    during = [timed(8010 + i) for i in range(3)]
+    a_done = job.done()
+    slow = job.result(timeout=TIMEOUT_S)[-1]["transfg"]
+    load_s = time.monotonic() - t0
+    assert (slow["model"], "fallback" in slow) == ("fgviz-test/slow", False)
+    assert not a_done, "the other user's explains waited for the slow load"
+    delay = max(during) - statistics.median(base)
+    figure("explain during a 2 s Hub load, through the app", explain_median_s=round(statistics.median(base), 3),
+           explain_max_during_load_s=round(max(during), 3), delay_s=round(delay, 3), load_request_s=round(load_s, 2))
+    assert delay <= 0.5, (base, during)  # Gradio's own round trip (~0.25 s) jitters on a busy machine
+
+
+def test_rate_of_new_loads_through_the_app(hub_server, corpus, monkeypatch) -> None:
+    """On a Space the client is the address the proxy forwards; each has its own rate; the policy holds."""
+    monkeypatch.setenv("SPACE_ID", "fgviz-test/space")
+    hub.MODELS.clear()
+    demo = app.build_app(Explorer(device="cpu", policy=SpecPolicy("hub", loads_per_minute=1)))
+    _, url, _ = app.launch(demo, host="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    try:
+        a = Client(url, verbose=False, download_files=False, headers={"X-Forwarded-For": "203.0.113.7, 10.0.0.1"})
+        b = Client(url, verbose=False, download_files=False, headers={"X-Forwarded-For": "198.51.100.2"})
+        assert explain(a, corpus[0].path, transfg="fgviz-test/good")["transfg"]["model"] == "fgviz-test/good"
+        assert explain(a, corpus[0].path, transfg="fgviz-test/good")["transfg"]["model"] == "fgviz-test/good"
+        note = explain(a, corpus[0].path, transfg="fgviz-test/good2")["transfg"]["fallback"]
+        assert "this client started 1 new model loads in the last minute" in note
+        assert explain(b, corpus[0].path, transfg="fgviz-test/good2")["transfg"]["model"] == "fgviz-test/good2"
+        note = explain(b, corpus[0].path, transfg="weights/transfg-cars-demo")["transfg"]["fallback"]
+        assert "(spec policy 'hub'), not local folders" in note
+    finally:
+        demo.close()
+
+
+def test_the_app_serves_its_registry_from_a_moved_weights_folder(corpus, tmp_path, monkeypatch) -> None:
+    copy = shutil.copytree(ROOT / "weights", tmp_path / "deploy" / "models")
+    config = fmt.read_config(copy / "transfg-birds-demo" / "config.json")  # in the current format
+    config["pretrained_cfg"]["labels"] = [f"copy-{n}" for n in config["pretrained_cfg"]["labels"]]
+    (copy / "transfg-birds-demo" / "config.json").write_text(json.dumps(config))  # marks what the copy serves
+    monkeypatch.setenv("FGVIZ_WEIGHTS_DIR", str(copy))
+    demo = app.build_app()
+    _, url, _ = app.launch(demo, host="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    try:
+        c = client(url)
+        numbers = explain(c, corpus[0].path)
+        for m in SHOWN:
+            assert (numbers[m]["model"], "fallback" in numbers[m]) == (f"{m}-birds-demo", False)
+        assert numbers["transfg"]["prediction"].startswith("copy-")  # from the copy, not from ./weights
+        typed = explain(c, corpus[0].path, "cars", transfg="weights/transfg-cars-demo")["transfg"]
+        assert (typed["model"], "fallback" in typed) == ("weights/transfg-cars-demo", False)
+    finally:
+        demo.close()
 
 
 def test_gradio_serves_only_its_cache(server, corpus) -> None:

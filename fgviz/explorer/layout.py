@@ -51,8 +51,13 @@ DISPLAY = ("cmap", "alpha", "norm")
 LAYER_CONTROLS = ("layers.layer", "layers.fusion", "layers.discard", "layers.heads")
 
 
-def page(choices: dict[str, list[str]], notes: dict[str, str], domains: tuple[str, ...]) -> list[Node]:
-    """The whole page; `choices[method]` are the model specs its dropdown offers."""
+SPEC_HELP = "auto = the demo model; or a registry name, a folder under weights/, org/repo[@revision], timm:<name>"
+
+
+def page(choices: dict[str, list[str]], notes: dict[str, str], domains: tuple[str, ...],
+         spec_help: str = SPEC_HELP) -> list[Node]:
+    """The whole page; `choices[method]` are the model specs its dropdown offers, `spec_help` says what may be
+    typed into them (the app's spec policy)."""
     first = default_methods()[0]
     all_maps = list(dict.fromkeys(n for m in METHODS for n in views.map_choices(m)))
     return [
@@ -71,8 +76,7 @@ def page(choices: dict[str, list[str]], notes: dict[str, str], domains: tuple[st
             N("checkboxes", "columns", choices=[(m.title, m.name) for m in METHODS.values()],
               value=default_methods(), label="Overview columns"),
             N("accordion", None, *(N("dropdown", f"spec.{m}", choices=choices[m], value="auto", label=meth.title,
-                                     allow_custom_value=True, info="auto = the demo model; or a registry name, a "
-                                     "folder under weights/, org/repo[@revision], timm:<name>")
+                                     allow_custom_value=True, info=spec_help)
                                    for m, meth in METHODS.items()), label="Model per method", open=False),
             N("accordion", None, N("row", None,
               N("dropdown", "cmap", choices=list(COLORMAPS), value=COLORMAPS[0], label="Colormap",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -22,7 +23,7 @@ import plotly.graph_objects as go
 
 from fgviz.core.explanation import Explanation
 from fgviz.core.geometry import token_at
-from fgviz.core.imageio import ImageError
+from fgviz.core.imageio import MAX_BYTES, ImageError
 from fgviz.explorer import analysis, views
 from fgviz.explorer.export import FigureSet, figure_set, write_zip
 from fgviz.explorer.layout import MODEL_SETS, attention_methods, default_methods
@@ -37,14 +38,46 @@ USER_ERRORS = (ImageError, WeightsError, ExpiredError, KeyError, ValueError)  # 
 MAX_EXPORTS = 8  # export ZIPs kept on disk (Gradio serves its own copy); older ones are deleted
 
 
+def upload_digest(value: Any) -> str | None:
+    """The first 12 hex digits of the sha1 of an upload's bytes (what `sha1sum` prints for the file), or None
+    when `value` is not an upload (a path to a file, or bytes)."""
+    if isinstance(value, bytes | bytearray):
+        data = bytes(value)
+    elif isinstance(value, str | os.PathLike) and len(str(value)) < 4096 and os.path.isfile(value):
+        with open(value, "rb") as f:
+            data = f.read(MAX_BYTES + 1)  # what the decoder reads at most
+    else:
+        return None
+    return hashlib.sha1(data).hexdigest()[:12]
+
+
+def request_digest(args: Sequence[Any]) -> str:
+    """The image of a request, for its log lines: the hash of its upload (`upload_digest`), else the id of the image
+    its explanation keys name (`CacheKey.image_id`, also 12 hex digits here), else "-" (no image)."""
+    for a in args:
+        digest = upload_digest(a)
+        if digest is not None:
+            return digest
+    for a in args:
+        if isinstance(a, dict) and a and all(isinstance(k, CacheKey) for k in a.values()):
+            return next(iter(a.values())).image_id[:12]
+    return "-"
+
+
 def user_error(where: str, args: Sequence[Any], error: BaseException) -> str:
-    """The message of a user error, logged as one line with a hash of the request's input (no traceback: the log
-    keeps tracebacks for faults of the server)."""
+    """The message of a user error, logged as one line with the request's image hash (no traceback: the log keeps
+    tracebacks for faults of the server)."""
     msg = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-    data = next((a for a in args if isinstance(a, str | bytes) and len(a) > 4), b"")
-    digest = hashlib.sha1(data if isinstance(data, bytes) else data.encode()).hexdigest()[:12]
-    LOG.warning("user error in %s (input %s): %s", where, digest, (msg.splitlines() or [""])[0][:300])
+    LOG.warning("user error in %s (image %s): %s", where, request_digest(args), (msg.splitlines() or [""])[0][:300])
     return msg
+
+
+def server_fault(where: str, args: Sequence[Any], error: BaseException) -> str:
+    """A fault of the server (anything but USER_ERRORS): logged once with its traceback and the request's image
+    hash; the message tells the user it is not theirs to fix."""
+    digest = request_digest(args)
+    LOG.error("server fault in %s (image %s): %s", where, digest, error, exc_info=error)
+    return f"Something went wrong on the server (logged with image {digest}); please try again later."
 
 
 class Props(dict):
@@ -166,9 +199,11 @@ class UI:
         return typed
 
     def explain(self, image: Any, domain: str, typed: dict[str, str] | Sequence[str], methods: Sequence[str] = (),
-                model_set: str = "demo", *, style: Style | None = None) -> ExplainResult:
+                model_set: str = "demo", *, style: Style | None = None, client: str | None = None) -> ExplainResult:
         """Run (or fetch from the cache) each method on one image. A typed spec that cannot be used falls back to the
-        domain's registry model; `notes` says why. Raises ImageError, WeightsError... for the app to report."""
+        domain's registry model; `notes` says why, and the log gets one line per fallback (a user error, with the
+        upload's hash). `client` identifies the caller for the rate of new model loads (the app passes its address).
+        Raises ImageError, WeightsError... for the app to report."""
         if image is None:
             raise ValueError("Upload a bird or a car, or pick an example, first.")
         methods = [m for m in (methods or default_methods()) if m in METHODS]
@@ -176,9 +211,11 @@ class UI:
         iid = self.explorer.add_image(image)
         keys, fallbacks = {}, {}
         for method, spec in self.specs_for(model_set, {m: typed.get(m, "auto") for m in methods}).items():
-            spec, note = self.explorer.resolve_or_default(spec, method, domain)
+            spec, note = self.explorer.resolve_or_default(spec, method, domain, client)
             if note:
                 fallbacks[method] = note
+                LOG.warning("user error in explain (image %s): %s", upload_digest(image) or iid[:12],
+                            (note.splitlines() or [""])[0][:300])
             keys[method] = self.explorer.explain(iid, spec, method, compute=self.compute_explain)
         expls = {m: self.explorer.get(k) for m, k in keys.items()}
         mains = {m: ov.main for m, ov in views.overview(expls, style or Style(), main_only=True).items()}
@@ -187,7 +224,7 @@ class UI:
         return ExplainResult(keys, mains, numbers, fallbacks)
 
     def current(self, keys: Keys, image: Any, domain: str, typed: dict[str, str] | Sequence[str],
-                methods: Sequence[str] = (), model_set: str = "demo") -> Keys:
+                methods: Sequence[str] = (), model_set: str = "demo", client: str | None = None) -> Keys:
         """The session's keys when they explain `image` (the UI), else the explanations of `image` made now (an API
         caller that sends an image without a session)."""
         if keys and image is not None:
@@ -202,7 +239,7 @@ class UI:
         elif keys and image is None:
             return keys
         typed = typed if isinstance(typed, dict) else dict(zip(METHODS, typed, strict=True))
-        return self.explain(image, domain, typed, methods, model_set).keys
+        return self.explain(image, domain, typed, methods, model_set, client=client).keys
 
     def render(self, keys: Keys, notes: dict[str, str] | None, shown: Sequence[str], layers_method: str,
                style: Style) -> dict[str, Any]:
@@ -442,4 +479,8 @@ __all__ = [
     "default_methods",
     "named_layers",
     "named_steps",
+    "request_digest",
+    "server_fault",
+    "upload_digest",
+    "user_error",
 ]
