@@ -90,22 +90,50 @@ def models(monkeypatch) -> ModelCache:
 
 def test_bytes_lru_and_pins() -> None:
     c = ModelCache(max_bytes=1000)
-    c.load("pinned", lambda: ("pinned", lambda: linear(400)), pin=True)
+    c.load("pinned", lambda: ("pinned", lambda: linear(400), 400), pin=True)
     for i in range(5):
-        c.load(i, lambda i=i: (i, lambda: linear(200)))
+        c.load(i, lambda i=i: (i, lambda: linear(200), 0))  # no estimate: room is made after the build
         assert c.nbytes <= 1000
     assert c.cached_keys() == ["pinned", 2, 3, 4]
     assert c.get(2) is not None  # used: now the most recent
-    c.load(5, lambda: (5, lambda: linear(200)))
+    c.load(5, lambda: (5, lambda: linear(200), 200))
     assert c.cached_keys() == ["pinned", 4, 2, 5]  # 3 was the least recently used
     with pytest.raises(WeightsError, match=r"more than the model cache can hold next to the pinned models"):
-        c.load("big", lambda: ("big", lambda: linear(700)))
+        c.load("big", lambda: ("big", lambda: pytest.fail("refused from the estimate, before the build"), 700))
+    with pytest.raises(WeightsError, match=r"more than the model cache can hold next to the pinned models"):
+        c.load("big", lambda: ("big", lambda: linear(700), 0))  # no estimate: refused once built
+    assert (c.cached_keys(), c.reserved) == (["pinned", 4, 2, 5], 0)
     c.resize(700)
     assert c.cached_keys() == ["pinned", 5]
     assert c.nbytes == 600
     tied = nn.Sequential(nn.Linear(10, 10, bias=False), nn.Linear(10, 10, bias=False))
     tied[1].weight = tied[0].weight
     assert model_bytes(tied) == 400  # a shared weight counts once
+
+
+def test_a_build_reserves_its_bytes_first() -> None:
+    """Room is made before the download and the build, so the models being built count towards the bound too."""
+    c = ModelCache(max_bytes=1000)
+    for i in range(4):
+        c.load(i, lambda i=i: (i, lambda: linear(200), 200))
+    started, release = threading.Event(), threading.Event()
+
+    def slow_build():
+        started.set()
+        assert release.wait(10)
+        return linear(400)
+
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(c.load, "new", lambda: ("new", slow_build, 400))
+        assert started.wait(10)
+        assert (c.cached_keys(), c.nbytes, c.reserved) == ([1, 2, 3], 600, 400)  # 0 evicted before the build
+        c.load(9, lambda: (9, lambda: linear(200), 200))  # another load meanwhile also respects the reservation
+        assert c.nbytes + c.reserved <= 1000
+        release.set()
+        future.result(timeout=10)
+    assert c.reserved == 0
+    assert c.nbytes <= 1000
+    assert c.cached_keys()[-1] == "new"
 
 
 def test_single_flight_waiters_share_the_result_or_the_error() -> None:
@@ -116,13 +144,13 @@ def test_single_flight_waiters_share_the_result_or_the_error() -> None:
         calls.append(1)
         started.set()
         assert release.wait(10)
-        return "k", lambda: linear(40)
+        return "k", lambda: linear(40), 40
 
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(c.load, "k", resolve) for _ in range(8)]
         assert started.wait(10)
         t0 = time.monotonic()
-        other = c.load("other", lambda: ("other", lambda: linear(40)))  # another key does not wait for "k"
+        other = c.load("other", lambda: ("other", lambda: linear(40), 40))  # another key does not wait for "k"
         assert c.get("other") is other
         assert time.monotonic() - t0 < 0.5
         release.set()
@@ -145,11 +173,11 @@ def test_single_flight_waiters_share_the_result_or_the_error() -> None:
 
 def test_aliases_share_one_entry_and_leave_with_it() -> None:
     c = ModelCache(max_bytes=100)
-    m = c.load(("ref", "main"), lambda: (("commit", "abc"), lambda: linear(40)))
+    m = c.load(("ref", "main"), lambda: (("commit", "abc"), lambda: linear(40), 40))
     assert c.load(("commit", "abc"), lambda: pytest.fail("cached")) is m
-    assert c.load(("ref", "v1"), lambda: (("commit", "abc"), lambda: pytest.fail("built twice"))) is m
+    assert c.load(("ref", "v1"), lambda: (("commit", "abc"), lambda: pytest.fail("built twice"), 40)) is m
     assert (len(c), c.builds, c.nbytes) == (1, 1, 40)
-    c.load("x", lambda: ("x", lambda: linear(80)))  # evicts the commit, and with it its aliases
+    c.load("x", lambda: ("x", lambda: linear(80), 80))  # evicts the commit, and with it its aliases
     assert ("ref", "main") not in c
     assert ("ref", "v1") not in c
 

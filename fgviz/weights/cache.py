@@ -10,7 +10,9 @@ commit), so two spellings of one commit share one model.
 
 Concurrency: `load(key, resolve)` runs `resolve` once per key at a time (single flight): concurrent callers of one
 key wait for the first one's result, or its error, instead of downloading and building again. No lock is held while
-a model downloads or builds, so loads of other keys, and lookups of cached ones, never wait for it.
+a model downloads or builds, so loads of other keys, and lookups of cached ones, never wait for it. A build first
+reserves the bytes its resolver estimated (evicting to make room), so the cached models and those being built stay
+within `max_bytes` together.
 """
 
 from __future__ import annotations
@@ -31,15 +33,17 @@ import torch
 from fgviz.weights.format import WeightsError
 
 ENV_CACHE_GB = "FGVIZ_MODEL_CACHE_GB"
-# 4 GiB: on a 16 GB Space this leaves room for the process and Gradio (~1.5 GB), the explanation caches (up to ~3 GB
-# at paper size), one explain (~1.5 GB) and the transient copy of a model being loaded (its state dict, up to
-# 1.6 GB at the 400 M-parameter cap of fgviz.explorer.policy). docs/robustness.md has the budget.
+# 4 GiB, models being built included: on a 16 GB Space this leaves room for the process and Gradio (~1.5 GB), the
+# explanation caches (up to ~3 GB at paper size), one explain (~1 GB) and the state dicts of two loads in flight
+# (each as large as its model: up to 1.5 GiB at the 400 M-parameter cap of fgviz.explorer.policy).
+# docs/robustness.md ("Running a public Space") has the budget and the measurements.
 DEFAULT_MAX_BYTES = 4 << 30
 
 Key = Hashable
-# resolve() -> (the key the model is stored under, a function that builds it). Resolving may read a config
-# (and ask the Hub which commit a branch is at); building downloads the weights and allocates the model.
-Resolver = Callable[[], tuple[Key, Callable[[], torch.nn.Module]]]
+# resolve() -> (the key the model is stored under, a function that builds it, the bytes it will take or 0 if
+# unknown). Resolving may read a config (and ask the Hub which commit a branch is at); building downloads the
+# weights and allocates the model. The estimate is reserved before the build, so the cache makes room first.
+Resolver = Callable[[], tuple[Key, Callable[[], torch.nn.Module], int]]
 # admit(new) -> a context held while this caller resolves and builds (new=True) or waits for another caller's
 # build of the same key (new=False); it may raise to refuse (the app's rate and concurrency limits).
 Admit = Callable[[bool], AbstractContextManager[Any]]
@@ -109,6 +113,7 @@ class ModelCache:
         self._flights: dict[Key, _Flight] = {}
         self._lock = threading.Lock()  # guards the three dicts; never held during a resolve or a build
         self.nbytes = 0  # sum of the entries' nbytes (pinned included)
+        self.reserved = 0  # bytes reserved by builds in flight
         self.builds = 0  # models built by `load` (a test counts them)
 
     # ---- lookups ---------------------------------------------------------------------------------------------
@@ -156,7 +161,8 @@ class ModelCache:
 
         `pin` keeps the entry out of eviction. `admit` (see `Admit`) is entered only when the model is not cached.
         Raises what `resolve` or the build raised (each waiting caller gets its own copy), WeightsError when the
-        model alone does not fit in `max_bytes`, or what `admit` raised.
+        model does not fit in `max_bytes` next to the pinned ones (before the build when `resolve` estimated its
+        size), or what `admit` raised.
         """
         model = self.get(key, pin=pin)
         if model is not None:
@@ -167,11 +173,11 @@ class ModelCache:
                 return self._after_wait(key, flight, pin)
         try:
             with admit(True) if admit is not None else contextlib.nullcontext():
-                target, build = resolve()
+                target, build, estimate = resolve()
                 if target == key:
-                    model = self._insert(key, self._build(build), pin)
+                    model = self._build(key, build, estimate, pin)
                 else:
-                    model = self._load_target(target, build, pin)
+                    model = self._load_target(target, build, estimate, pin)
                     with self._lock:
                         entry = self._entries.get(target)
                         if entry is not None:  # not evicted in between: remember the alias
@@ -191,7 +197,8 @@ class ModelCache:
             self.get(key, pin=True)
         return model
 
-    def _load_target(self, target: Key, build: Callable[[], torch.nn.Module], pin: bool) -> torch.nn.Module:
+    def _load_target(self, target: Key, build: Callable[[], torch.nn.Module], estimate: int,
+                     pin: bool) -> torch.nn.Module:
         """The entry an alias resolved to: cached, or built once (another alias of it may be loading it now)."""
         model = self.get(target, pin=pin)
         if model is not None:
@@ -200,7 +207,7 @@ class ModelCache:
         if not leader:
             return self._after_wait(target, flight, pin)
         try:
-            flight.model = self._insert(target, self._build(build), pin)
+            flight.model = self._build(target, build, estimate, pin)
             return flight.model
         except BaseException as e:
             flight.error = e
@@ -208,11 +215,30 @@ class ModelCache:
         finally:
             self._land(target, flight)
 
-    def _build(self, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
-        model = build()
+    def _build(self, key: Key, build: Callable[[], torch.nn.Module], estimate: int, pin: bool) -> torch.nn.Module:
+        """Reserve `estimate` bytes (making room first), build, then store the model in place of the reservation."""
         with self._lock:
+            self._make_room(estimate, pin)
+            self.reserved += estimate
+        try:
+            model = build()
+        except BaseException:
+            with self._lock:
+                self.reserved -= estimate
+            raise
+        nbytes = model_bytes(model)
+        with self._lock:
+            self.reserved -= estimate
             self.builds += 1
-        return model
+            old = self._entries.get(key)
+            if old is not None:  # built twice (a race of two aliases): keep the first
+                self._entries.move_to_end(key)
+                old.pinned = old.pinned or pin
+                return old.model
+            self._make_room(nbytes, pin)
+            self._entries[key] = _Entry(model, nbytes, pin)
+            self.nbytes += nbytes
+            return model
 
     def _join(self, key: Key) -> tuple[_Flight, bool]:
         """The flight of `key` and whether this caller leads it (a new one) or waits for it."""
@@ -229,26 +255,17 @@ class ModelCache:
                 del self._flights[key]
         flight.done.set()
 
-    def _insert(self, key: Key, model: torch.nn.Module, pin: bool) -> torch.nn.Module:
-        """Store `model`, evicting least recently used unpinned entries until the bound holds."""
-        nbytes = model_bytes(model)
-        with self._lock:
-            old = self._entries.get(key)
-            if old is not None:  # built twice (cache=False elsewhere, a race of two aliases): keep the first
-                self._entries.move_to_end(key)
-                old.pinned = old.pinned or pin
-                return old.model
-            if not pin:
-                room = self.max_bytes - sum(e.nbytes for e in self._entries.values() if e.pinned)
-                if nbytes > room:
-                    raise WeightsError(f"the model takes {nbytes / 2**20:.0f} MiB, more than the model cache can "
-                                       f"hold next to the pinned models ({max(room, 0) / 2**20:.0f} MiB of "
-                                       f"{self.max_bytes / 2**20:.0f} MiB; ${ENV_CACHE_GB} raises the bound)")
-            # A pinned model (the operator's registry) always goes in; pinned models alone may exceed the bound.
-            self._evict_until(self.max_bytes - nbytes)
-            self._entries[key] = _Entry(model, nbytes, pin)
-            self.nbytes += nbytes
-            return model
+    def _make_room(self, nbytes: int, pin: bool) -> None:
+        """(Lock held.) Evict least recently used unpinned entries until `nbytes` more fit next to the cached models
+        and the builds in flight. An unpinned model larger than the room the pinned ones leave is refused; a pinned
+        one (the operator's registry) always goes in, so pinned models alone may exceed the bound."""
+        if not pin:
+            room = self.max_bytes - sum(e.nbytes for e in self._entries.values() if e.pinned)
+            if nbytes > room:
+                raise WeightsError(f"the model takes {nbytes / 2**20:.0f} MiB, more than the model cache can hold "
+                                   f"next to the pinned models ({max(room, 0) / 2**20:.0f} MiB of "
+                                   f"{self.max_bytes / 2**20:.0f} MiB; ${ENV_CACHE_GB} raises the bound)")
+        self._evict_until(self.max_bytes - self.reserved - nbytes)
 
     def _evict_until(self, limit: int) -> None:
         """(Lock held.) Drop least recently used unpinned entries until the cached bytes are at most `limit`."""

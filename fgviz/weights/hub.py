@@ -213,15 +213,21 @@ def _file_stamp(folder: Path) -> tuple[tuple[int, int] | None, ...]:
 
 
 def _plan(parsed: Spec, spec: str, dev: torch.device, dtype: torch.dtype, method: str | None,
-          max_params: int | None) -> tuple[tuple, Callable[[], tuple[tuple, Callable[[], FineGrainedModel]]]]:
+          max_params: int | None) -> tuple[tuple, Callable[[], tuple[tuple, Callable[[], FineGrainedModel], int]]]:
     """The cache key of a parsed spec, and its resolver (see `fgviz.weights.cache.Resolver`).
 
     Keys name everything that changes the model: the files (a local folder and their stamps; a Hub repo at a
     commit), the device, the dtype and the wrapping method. A Hub branch or tag, and a timm name, are keyed by the
     spec until the config says which commit they are at; the resolver then returns the commit's key, so the
-    spellings of one commit share one model.
+    spellings of one commit share one model. The resolver sizes the model from its config (parameters and buffers
+    at the dtype's width) and applies `max_params` before anything is downloaded or built.
     """
     where, dt = str(dev), str(dtype).removeprefix("torch.")
+    width = torch.finfo(dtype).bits // 8  # bytes per parameter once loaded
+
+    def sized(n: int) -> int:
+        check_params(n, max_params, spec)
+        return n * width
 
     def finish(model: FineGrainedModel, kind: str) -> FineGrainedModel:
         model.weights_kind = kind
@@ -233,14 +239,14 @@ def _plan(parsed: Spec, spec: str, dev: torch.device, dtype: torch.dtype, method
         key = ("local", parsed.value, _file_stamp(folder), where, dt)
 
         def resolve_local():
-            if (folder / CONFIG_NAME).is_file():
-                check_params(parameter_count(read_config(folder / CONFIG_NAME)), max_params, spec)
+            config = folder / CONFIG_NAME
+            estimate = sized(parameter_count(read_config(config))) if config.is_file() else 0  # else: load_folder says
 
             def build() -> FineGrainedModel:
                 model = load_folder(folder)
                 return finish(model, model.provenance.get("weights_kind", "local"))
 
-            return key, build
+            return key, build, estimate
 
         return key, resolve_local
     if parsed.kind == "hub":
@@ -250,9 +256,10 @@ def _plan(parsed: Spec, spec: str, dev: torch.device, dtype: torch.dtype, method
 
         def resolve_hub():
             config_path, commit = _hub_config(parsed.value, rev, spec)
-            check_params(parameter_count(read_config(config_path)), max_params, spec)
+            estimate = sized(parameter_count(read_config(config_path)))
             target = ("hub", parsed.value, commit, where, dt) if commit else key
-            return target, lambda: finish(_hub_weights(parsed.value, config_path, commit or rev, rev, spec), "hub")
+            return target, lambda: finish(_hub_weights(parsed.value, config_path, commit or rev, rev, spec),
+                                          "hub"), estimate
 
         return key, resolve_hub
 
@@ -264,10 +271,11 @@ def _plan(parsed: Spec, spec: str, dev: torch.device, dtype: torch.dtype, method
     def resolve_timm():
         info = timm_backbones.read_timm_config(parsed.value)
         chosen, n = timm_backbones.plan_backbone(info, wrap)
-        check_params(n, max_params, spec)
+        estimate = sized(n)  # the backbone; the method's own heads add little
         target = ("timm", parsed.value, info.commit, chosen, where, dt) if info.commit else key
         return target, lambda: finish(
-            timm_backbones.load_timm_backbone(parsed.value, chosen, revision=info.commit, config=info), "backbone")
+            timm_backbones.load_timm_backbone(parsed.value, chosen, revision=info.commit, config=info),
+            "backbone"), estimate
 
     return key, resolve_timm
 
