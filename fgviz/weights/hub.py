@@ -59,6 +59,16 @@ def registry_path() -> Path:
     return weights_dir() / "registry.json"
 
 
+def __getattr__(name: str) -> Any:
+    """`WEIGHTS_DIR` and `REGISTRY_PATH`, the constants of earlier code, computed at each access: as constants they
+    froze $FGVIZ_WEIGHTS_DIR at import."""
+    if name == "WEIGHTS_DIR":
+        return weights_dir()
+    if name == "REGISTRY_PATH":
+        return registry_path()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 @dataclass(frozen=True)
 class Spec:
     """A parsed model spec: kind is "local", "hub" or "timm"; `registry` is the registry name it came from."""
