@@ -28,7 +28,8 @@ def test_accuracy_matches_a_plain_batched_forward(name):
     ~100 % accurate demo model would hide."""
     model = fgviz.load(name, device="cpu").float().reinitialized(seed=1)
     result = evaluate.evaluate(model, n=24, seed=9001, randomized=False)
-    images, labels = synthetic.make_batch(result["domain"], range(24), seed=9001, size=model.config.img_size)
+    images, labels = synthetic.make_batch(result["domain"], range(24), seed=9001, size=model.config.img_size,
+                                          version=result["data_version"])
     x = torch.cat([model.preprocess(im)[0] for im in images])
     with torch.inference_mode():
         logits = model(x)  # (24, 16); RAMS-Trans: the sum over scales, as its explain reports
