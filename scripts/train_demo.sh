@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 THREADS=${THREADS:-2}
 OUT_ROOT=${OUT_ROOT:-weights}  # e.g. OUT_ROOT=runs/demo to train beside the shipped models, then copy
+DOMAINS=${DOMAINS:-birds cars}  # e.g. DOMAINS=cars THREADS=1 beside DOMAINS=birds THREADS=1 on two cores
 stages=("${@:-pretrain vit transfg rams_trans tasn}")
 mkdir -p runs docs/training
 
@@ -27,7 +28,7 @@ for stage in ${stages[@]}; do
   fi
   init=runs/pretrain-vit
   [ "$stage" = tasn ] && init=runs/pretrain-resnet
-  for domain in birds cars; do
+  for domain in $DOMAINS; do
     out=$OUT_ROOT/${stage}-${domain}-demo
     rm -rf "$out"
     $PY -m fgviz.train --method "$stage" --data "synth-$domain" --preset demo --init "$init" --out "$out" \
