@@ -162,9 +162,10 @@ class Method:
         """What backbone mode keeps of the timm model (shown in the model's provenance)."""
         return ""
 
-    def pretrain_backbone(self, preset: str) -> Backbone | None:
-        """The backbone this method's `preset` starts from, when this method defines its family's pretraining
-        (`python -m fgviz.train --pretrain <family>`: the stand-in for ImageNet initialisation); else None."""
+    def pretrain_backbone(self, preset: str, overrides: dict[str, Any] | None = None) -> Backbone | None:
+        """The backbone this method's `preset` starts from (its model arguments updated by `overrides`), when this
+        method defines its family's pretraining (`python -m fgviz.train --pretrain <family>`: the stand-in for
+        ImageNet initialisation); else None."""
         return None
 
 

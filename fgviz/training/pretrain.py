@@ -43,11 +43,12 @@ def families() -> list[str]:
     return sorted({m.backbone_family.lower() for m in METHODS.values()})
 
 
-def backbone_for(family: str, preset: str) -> Backbone:
-    """The backbone of `family` that `preset`'s methods start from (`Method.pretrain_backbone`)."""
+def backbone_for(family: str, preset: str, overrides: dict[str, Any] | None = None) -> Backbone:
+    """The backbone of `family` that `preset`'s methods start from (`Method.pretrain_backbone`), with the model
+    arguments in `overrides` changed (`--model-arg`, for experiments)."""
     for method in METHODS.values():
         if method.backbone_family.lower() == family:
-            b = method.pretrain_backbone(preset)
+            b = method.pretrain_backbone(preset, overrides)
             if b is not None:
                 return b
     raise SystemExit(f"no method defines a {family!r} backbone pretraining for preset {preset!r}")
@@ -88,7 +89,8 @@ def pretrain(args: argparse.Namespace) -> dict[str, Any]:
     from fgviz.data import synthetic
 
     torch.manual_seed(PRETRAIN_SEED)
-    bb = backbone_for(args.pretrain, args.preset)
+    overrides = {k: json.loads(v) for k, _, v in (kv.partition("=") for kv in args.model_arg or [])}
+    bb = backbone_for(args.pretrain, args.preset, overrides)
     model, arch, model_args, size = bb.module, bb.architecture, bb.model_args, bb.input_size
     recipe = Recipe(**bb.recipe, seed=PRETRAIN_SEED)
     recipe = replace(recipe, **{k: v for k, v in (("steps", args.steps), ("lr", args.lr),

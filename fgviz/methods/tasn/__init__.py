@@ -107,10 +107,10 @@ class TASNMethod(Method):
     def init_from_timm(self, model: FineGrainedModel, src: nn.Module) -> list[str]:
         return weights.init_from_timm(model, src)
 
-    def pretrain_backbone(self, preset: str) -> Backbone | None:
+    def pretrain_backbone(self, preset: str, overrides: dict[str, Any] | None = None) -> Backbone | None:
         """The ResNet of this preset, for both the attention net and the backbone (both start from ImageNet in the
         paper); only when the two share the architecture."""
-        fields = self.presets.get(preset, {}).get("model", {})
+        fields = {**self.presets.get(preset, {}).get("model", {}), **(overrides or {})}
         if preset not in PRETRAIN_RECIPES or not fields:
             return None
         c = TASNConfig(num_classes=1, **{k: v for k, v in fields.items() if k in TASNConfig.__dataclass_fields__})

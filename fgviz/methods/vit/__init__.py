@@ -63,12 +63,13 @@ class ViTMethod(Method):
     def backbone_note(self) -> str:
         return "every weight is the pretrained ViT's: it is that model"
 
-    def pretrain_backbone(self, preset: str) -> Backbone | None:
+    def pretrain_backbone(self, preset: str, overrides: dict[str, Any] | None = None) -> Backbone | None:
         """The ViT of this preset: every ViT method of the preset (same width, depth, patch) starts from it."""
         if preset not in PRETRAIN_RECIPES:
             return None
         names = {f.name for f in dataclasses.fields(ViTConfig)}  # the architecture (crop_pct etc. are not)
-        cfg = ViTConfig(**{k: v for k, v in self.presets[preset]["model"].items() if k in names}, num_classes=1)
+        fields = {**self.presets[preset]["model"], **(overrides or {})}
+        cfg = ViTConfig(**{k: v for k, v in fields.items() if k in names}, num_classes=1)
         args = {"img_size": list(cfg.img_size), "patch_size": cfg.patch_size, "embed_dim": cfg.embed_dim,
                 "depth": cfg.depth, "num_heads": cfg.num_heads, "mlp_ratio": cfg.mlp_ratio, "qkv_bias": cfg.qkv_bias}
         return Backbone(build_vit(cfg), "vit_small_patch16_224", args, tuple(cfg.img_size), PRETRAIN_RECIPES[preset])
