@@ -12,8 +12,12 @@ do with ideal part attention on data whose deciding parts are spread over the ob
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as `python scripts/...`
 
 from fgviz.core import metrics
 from fgviz.data import synthetic

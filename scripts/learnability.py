@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as `python scripts/...`
 
 from fgviz.core.geometry import token_boxes
 from fgviz.core.metrics import part_hit_rate

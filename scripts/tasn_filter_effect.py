@@ -14,9 +14,13 @@ in output samples:
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as `python scripts/...`
 
 from fgviz.core.sampling import sampling_coords, structure_detail, trilinear_attention
 from fgviz.data import synthetic
