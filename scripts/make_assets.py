@@ -4,7 +4,8 @@
 
 Each JPEG carries its generator arguments in the comment (`fgviz.core.imageio.SYNTHETIC_KEY`), so the app can rebuild
 the deciding-part ground truth for the pointing game when one of them (or any tagged generator image) is uploaded.
-The images are larger than the demo models' inputs (384 px vs 96-128 px), like a real photo that the model resizes.
+The images are larger than the demo models' inputs (384 px vs 192-196 px), like a real photo that the model resizes;
+they are data version 2 (with nuisance parts), the version the demo models are trained on.
 """
 
 from __future__ import annotations
