@@ -34,6 +34,7 @@ import torch
 
 from fgviz.data import synthetic
 from fgviz.methods import METHODS, FineGrainedModel
+from fgviz.training import targets
 from fgviz.weights.format import CONFIG_NAME, load_folder, model_card, read_config
 
 HELD_OUT_SEED = 424242  # never used by the training streams (they use the recipe seed and seed + 10000)
@@ -94,6 +95,7 @@ def evaluate(model: FineGrainedModel, *, n: int = 200, seed: int = HELD_OUT_SEED
             figures[name] = {"value": round(float(np.mean(sums[name])), 4),
                              "chance": None if np.isnan(chance) else round(chance, 4)}
         result[kind] = figures
+    result["targets"] = targets.check(result)
     return result
 
 
@@ -115,21 +117,37 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=HELD_OUT_SEED)
     ap.add_argument("--no-randomized", action="store_true", help="skip the weight-randomisation sanity check")
     ap.add_argument("--update-card", action="store_true", help="write the figures into config.json and README.md")
+    ap.add_argument("--from-result", type=Path, help="with --update-card and one folder: take the figures from this "
+                    "earlier output of the command (e.g. after moving the folder) instead of recomputing them")
     args = ap.parse_args(argv)
+    if args.from_result and (not args.update_card or len(args.folders) != 1):
+        ap.error("--from-result needs --update-card and exactly one folder")
     torch.manual_seed(0)
     for folder in map(Path, args.folders):
-        model = load_folder(folder)
-        result = evaluate(model, n=args.n, seed=args.seed, randomized=not args.no_randomized)
+        if args.from_result:
+            result = json.loads(args.from_result.read_text())
+            result.pop("model", None)
+            result["targets"] = targets.check(result)
+            args.n, args.seed = result["n"], result["seed"]
+        else:
+            model = load_folder(folder)
+            result = evaluate(model, n=args.n, seed=args.seed, randomized=not args.no_randomized)
         print(json.dumps({"model": str(folder), **result}, indent=2))
         if args.update_card:
-            config = read_config(folder / CONFIG_NAME)  # format 1 is upgraded: the card is rewritten in format 2
-            prov = config.setdefault("provenance", {})
-            prov["metrics"] = card_metrics(result)
-            prov["evaluation"] = {"command": f"python -m fgviz.evaluate {folder} --n {args.n} --seed {args.seed}",
-                                  "n": args.n, "seed": args.seed, "domain": result["domain"],
-                                  "data_version": result["data_version"]}
-            (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-            (folder / "README.md").write_text(model_card(config))
+            update_card(folder, result)
+
+
+def update_card(folder: Path, result: dict[str, Any]) -> None:
+    """Write an `evaluate` result into the folder's config.json provenance and regenerate its model card."""
+    config = read_config(folder / CONFIG_NAME)  # format 1 is upgraded: the card is rewritten in format 2
+    prov = config.setdefault("provenance", {})
+    prov["metrics"] = card_metrics(result)
+    prov["targets"] = result.get("targets", [])
+    prov["evaluation"] = {"command": f"python -m fgviz.evaluate {folder} --n {result['n']} --seed {result['seed']}",
+                          "n": result["n"], "seed": result["seed"], "domain": result["domain"],
+                          "data_version": result["data_version"]}
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    (folder / "README.md").write_text(model_card(config))
 
 
 if __name__ == "__main__":

@@ -96,9 +96,21 @@ def model_card(config: dict[str, Any]) -> str:
     ]
     if prov.get("description"):
         lines += [prov["description"], ""]
-    for key in ("dataset", "recipe", "command", "steps", "seed"):
+    for key in ("dataset", "data_version", "recipe", "command", "steps", "seed", "train_time_s"):
         if key in prov:
             lines.append(f"- **{key}**: `{prov[key]}`" if key == "command" else f"- **{key}**: {prov[key]}")
+    init = prov.get("init")
+    if isinstance(init, dict) and init.get("pretraining"):
+        lines += ["", "## Initialisation", "",
+                  "The official recipe starts from ImageNet checkpoints, which cannot be downloaded where this "
+                  "model was trained. It starts instead from a backbone that fgviz pretrained on its own synthetic "
+                  f"data (a stand-in for ImageNet; `{init.get('source')}`):"]
+        for pre in init["pretraining"]:
+            lines.append(f"- `{pre.get('architecture')}` on {pre.get('task')}: {pre.get('recipe', {}).get('steps')} "
+                         f"steps, held-out accuracy {pre.get('eval_accuracy')}, {pre.get('train_time_s')} s "
+                         f"(`{pre.get('command')}`)")
+    elif init:
+        lines.append(f"- **init**: {init}")
     metrics = prov.get("metrics", {})
     if metrics:
         show = lambda v: "" if v is None else v  # noqa: E731
@@ -111,6 +123,12 @@ def model_card(config: dict[str, Any]) -> str:
         if any(name.endswith("_oracle") for name in metrics):
             lines += ["", "`*_oracle`: the same algorithm (DPPM crop, TASN sampler) fed a perfect part map, the "
                       "deciding-part mask itself: what it makes of ideal part attention, independent of the model."]
+        if prov.get("targets"):
+            lines += ["", "## Targets", "", "The demo models' acceptance targets (`fgviz.training.targets`); a figure "
+                      "that misses them is not evidence that the model looks at the deciding parts.", "",
+                      "| target | measured | bar | |", "|---|---|---|---|"]
+            for t in prov["targets"]:
+                lines.append(f"| {t['target']} | {t['value']} | {t['bar']} | {'met' if t['met'] else '**missed**'} |")
         evaluation = prov.get("evaluation")
         if evaluation:
             lines += ["", f"Recompute these figures with `{evaluation['command']}` ({evaluation['n']} freshly "

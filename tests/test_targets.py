@@ -1,0 +1,72 @@
+"""The demo models' targets (fgviz.training.targets) and the card that prints them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fgviz.training import evaluate, targets
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fig(value, chance=None):
+    return {"value": value, "chance": chance}
+
+
+def by_target(result):
+    return {t["target"]: t for t in targets.check(result)}
+
+
+def test_every_rule_against_numbers_worked_by_hand():
+    result = {
+        "trained": {"accuracy": fig(0.9, 0.0625), "psm_part_hit_rate": fig(0.5, 0.2),
+                    "crop_area_share": fig(0.5), "crop_recall": fig(0.6, 0.3), "crop_recall_oracle": fig(0.7, 0.2),
+                    "rollout_energy_pointing": fig(0.2, 0.05)},
+        "randomized": {"accuracy": fig(0.06, 0.0625), "psm_part_hit_rate": fig(0.4, 0.2),
+                       "rollout_energy_pointing": fig(0.08, 0.05)},
+    }
+    t = by_target(result)
+    assert t["accuracy >= 0.9"]["met"]  # the bar itself passes
+    assert t["psm_part_hit_rate >= 2x chance"] == {"target": "psm_part_hit_rate >= 2x chance", "value": 0.5,
+                                                  "bar": 0.4, "met": True}
+    assert not t["psm_part_hit_rate >= 1.5x re-initialised"]["met"] and t[
+        "psm_part_hit_rate >= 1.5x re-initialised"]["bar"] == pytest.approx(0.6)
+    assert not t["crop_area_share < 0.5"]["met"]  # strictly below
+    assert t["crop_recall >= 2x chance"]["met"]  # 0.6 >= 2 x 0.3
+    assert not t["crop_recall >= 0.9x oracle"]["met"] and t["crop_recall >= 0.9x oracle"]["bar"] == pytest.approx(0.63)
+    assert t["rollout_energy_pointing >= 4x chance"]["met"]  # 0.2 >= 4 x 0.05
+    collapse = t["rollout_energy_pointing re-initialised <= 1.5x chance"]
+    assert collapse["value"] == 0.08 and collapse["bar"] == pytest.approx(0.075) and not collapse["met"]
+    assert not any("structure_magnification" in k for k in t)  # no such figure: no such target
+
+
+def test_a_target_without_its_reference_is_skipped_not_passed():
+    result = {"trained": {"psm_part_hit_rate": fig(0.9, None), "crop_recall": fig(0.9, 0.1)}}
+    t = by_target(result)
+    assert set(t) == {"crop_recall >= 2x chance"}  # no chance, no re-init run, no oracle: nothing else is claimed
+
+
+def test_the_card_says_which_targets_are_missed(tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(ROOT / "weights" / "transfg-birds-demo", folder)
+    chance = 1 / 16
+    earlier = {"model": "elsewhere", "domain": "birds", "n": 7, "seed": 5, "data_version": 2,
+               "trained": {"accuracy": fig(0.95, chance), "psm_part_hit_rate": fig(0.3, 0.2)},
+               "randomized": {"accuracy": fig(0.05, chance), "psm_part_hit_rate": fig(0.25, 0.2)}}
+    (tmp_path / "r.json").write_text(json.dumps(earlier))
+    evaluate.main([str(folder), "--update-card", "--from-result", str(tmp_path / "r.json")])
+    prov = json.loads((folder / "config.json").read_text())["provenance"]
+    assert [t["met"] for t in prov["targets"]] == [True, False, False]  # accuracy; 0.3 < 0.4; 0.3 < 0.375
+    card = (folder / "README.md").read_text()
+    assert "| psm_part_hit_rate >= 2x chance | 0.3 | 0.4 | **missed** |" in card
+    assert f"python -m fgviz.evaluate {folder} --n 7 --seed 5" in card  # the folder it is now in
+
+
+def test_from_result_needs_update_card_and_one_folder(capsys):
+    with pytest.raises(SystemExit):
+        evaluate.main(["a", "--from-result", "r.json"])
+    assert "--from-result needs --update-card" in capsys.readouterr().err
