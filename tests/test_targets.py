@@ -70,3 +70,35 @@ def test_from_result_needs_update_card_and_one_folder(capsys):
     with pytest.raises(SystemExit):
         evaluate.main(["a", "--from-result", "r.json"])
     assert "--from-result needs --update-card" in capsys.readouterr().err
+
+
+def test_the_banner_says_when_a_models_card_records_missed_targets():
+    """The app's weights banner carries the card's verdict, so a map that is not evidence is not shown as such."""
+    import numpy as np
+
+    import fgviz
+    from fgviz.explorer.views import weights_note
+
+    model = fgviz.load("transfg-birds-demo", device="cpu")
+    image = np.zeros((64, 64, 3), np.uint8)
+    saved = model.provenance.get("targets")
+    try:
+        model.provenance["targets"] = [
+            {"target": "accuracy >= 0.9", "value": 0.5, "bar": 0.9, "met": False},  # not a localisation target
+            {"target": "psm_part_hit_rate >= 2x chance", "value": 0.5, "bar": 0.4, "met": True},
+            {"target": "psm_part_hit_rate >= 1.5x re-initialised", "value": 0.5, "bar": 0.6, "met": False},
+        ]
+        e = model.explain(image)
+        assert e.missed_targets == ("psm_part_hit_rate >= 1.5x re-initialised",)
+        note = weights_note(e, synthetic=True)
+        assert "psm_part_hit_rate >= 1.5x re-initialised" in note and "not as evidence" in note
+        assert "2x chance" not in note and "accuracy" not in note
+        model.provenance["targets"] = [{"target": "psm_part_hit_rate >= 2x chance", "value": 0.5, "bar": 0.4,
+                                        "met": True}]
+        assert "evidence" not in weights_note(model.explain(image), synthetic=True)
+        assert model.reinitialized().explain(image).missed_targets == ()  # "random" says enough
+    finally:
+        if saved is None:
+            model.provenance.pop("targets", None)
+        else:
+            model.provenance["targets"] = saved

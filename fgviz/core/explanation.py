@@ -47,6 +47,7 @@ class Explanation:
     labels: tuple[str, ...]  # (C,) class names
     model_name: str = ""
     weights_kind: str = ""  # a key of WEIGHTS_KINDS: what the weights are, for the UI banner
+    missed_targets: tuple[str, ...] = ()  # the model card's localisation targets this model misses (not evidence)
 
     # ViT methods (TransFG, RAMS-Trans): token geometry and per-layer rollout.
     grid: tuple[int, int] | None = None  # (gh, gw)

@@ -56,7 +56,11 @@ def weights_note(e: Explanation, synthetic: bool = False) -> str:
     kind = e.weights_kind or "local"
     extra = ": real photos are far outside what they learned" if kind == "demo" and not synthetic else ""
     mark = "⚠️ " if kind in ("random", "backbone") else ""
-    return f"{mark}**{title(e.method)}** `{e.model_name or '?'}`: {WEIGHTS_KINDS.get(kind, kind)}{extra}"
+    line = f"{mark}**{title(e.method)}** `{e.model_name or '?'}`: {WEIGHTS_KINDS.get(kind, kind)}{extra}"
+    if e.missed_targets:  # the card's own verdict: these figures did not beat chance / re-init / the oracle enough
+        line += (f". ⚠️ Its card records missed localisation targets ({'; '.join(e.missed_targets)}): read those "
+                 "maps as an illustration, not as evidence")
+    return line
 
 
 def overview(expls: dict[str, Explanation], style: Style, *, main_only: bool = False) -> dict[str, Overview]:

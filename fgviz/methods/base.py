@@ -172,12 +172,19 @@ class FineGrainedModel(nn.Module):
             labels=self.labels,
             model_name=self.name,
             weights_kind=self.weights_kind,
+            missed_targets=self.missed_targets(),
             normalization=(self.pretrained_cfg.mean, self.pretrained_cfg.std),
             **fields,
         )
 
     def _explain(self, x: torch.Tensor, display: np.ndarray, **params: Any) -> dict[str, Any]:
         raise NotImplementedError
+
+    def missed_targets(self) -> tuple[str, ...]:
+        """The localisation targets its card (`fgviz.evaluate --update-card`) records as missed: the UI says that
+        those figures are not evidence. Accuracy is not a localisation target and is left out."""
+        return tuple(t["target"] for t in self.provenance.get("targets", ())
+                     if not t.get("met", True) and not t["target"].startswith("accuracy"))
 
     def reinitialized(self, seed: int = 0) -> FineGrainedModel:
         """The same architecture re-initialised by its own init scheme (the state before training), for Adebayo et
