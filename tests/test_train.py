@@ -54,6 +54,11 @@ def test_resumed_run_matches_uninterrupted_run(method, tmp_path):
     logs = [(tmp_path / d / "metrics.jsonl").read_text().splitlines() for d in ("straight", "resumed")]
     strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k != "time_s"} for x in lines]  # noqa: E731
     assert strip(logs[0]) == strip(logs[1])
+    # the clock continues across the resume: step 4 is not timed from zero, and the card counts the whole run
+    times = [json.loads(x)["time_s"] for x in logs[1]]
+    assert times[3] >= times[2] and times == sorted(times)
+    config = json.loads((tmp_path / "resumed" / "config.json").read_text())
+    assert config["provenance"]["train_time_s"] >= times[2]
 
 
 def test_torchrun_two_cpu_processes(tmp_path):

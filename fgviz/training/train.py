@@ -231,6 +231,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         opt = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, recipe))
     step = 0
+    elapsed = 0.0  # training seconds before this process (a resumed run's time is the whole run's)
     ckpt_path = out / "checkpoint.pt"
     if args.resume and ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # our own file; still no pickles
@@ -238,6 +239,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         step = int(ckpt["step"])
+        elapsed = float(ckpt.get("time_s", 0.0))
         if rank == 0:
             torch.set_rng_state(ckpt["rng"][0])  # single process: bitwise-exact resumption (tested)
         else:
@@ -261,7 +263,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
         bar = tqdm(total=recipe.steps, initial=step, desc=f"{args.method} {args.data}", dynamic_ncols=True)
     model.train()
-    t0 = time.time()
+    t0 = time.time() - elapsed
     last_acc = None
     stop_at = min(recipe.steps, args.stop_after) if args.stop_after else recipe.steps
     while step < stop_at:
@@ -295,7 +297,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             # Rank 0's RNG state only: under torchrun, ranks > 0 resume with a new seed (exact for one process).
             rngs = [torch.get_rng_state()]
             ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "step": step, "rng": rngs}
+                    "step": step, "rng": rngs, "time_s": time.time() - t0}
             if torch.cuda.is_available():
                 ckpt["cuda_rng"] = torch.cuda.get_rng_state()
             tmp = ckpt_path.with_suffix(".tmp")
