@@ -218,3 +218,37 @@ def test_paper_size_transfg_shapes():
     assert expl.rollout.shape == (11, 37, 37)
     assert expl.part_tokens.shape == (12,) and (expl.part_tokens >= 1).all() and (expl.part_tokens < 1370).all()
     assert (expl.part_boxes[:, 2] - expl.part_boxes[:, 0] == 16).all()
+
+
+def test_rams_trans_loss_all_scales_or_the_official_first_only():
+    """The paper's loss sums every scale's CE; the official code's ("first") is scale 1's CE alone, so no gradient
+    flows through the crop pass. Both return the summed logits the model predicts with."""
+    import torch.nn.functional as F
+
+    model = make_tiny("rams_trans").eval()  # no dropout: every forward is the same function
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, *model.config.img_size)
+    y = torch.tensor([1, 0])
+    logits = model._forward(x)["logits"]  # [(2, C) scale 1, (2, C) scale 2]
+    ce = [F.cross_entropy(lg, y).item() for lg in logits]
+    loss_all, summed = model.loss(x, y)
+    loss_first, _ = model.loss(x, y, scales="first")
+    assert loss_all.item() == pytest.approx(ce[0] + ce[1], rel=1e-5)
+    assert loss_first.item() == pytest.approx(ce[0], rel=1e-5)
+    torch.testing.assert_close(summed, logits[0] + logits[1])
+    # "first" trains exactly what CE(scale 1) trains: the crop pass adds no gradient (both class tokens are in every
+    # pass, as in the official code, so scale 2's token still gets scale 1's attention gradient)
+    def grads(loss_fn):
+        model.zero_grad()
+        loss_fn().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    by_hand = grads(lambda: F.cross_entropy(model._forward(x)["logits"][0], y))
+    first = grads(lambda: model.loss(x, y, scales="first")[0])
+    every = grads(lambda: model.loss(x, y)[0])
+    assert by_hand.keys() == first.keys()
+    for n in by_hand:
+        torch.testing.assert_close(first[n], by_hand[n], msg=n)
+    assert any(not torch.allclose(every[n], by_hand[n]) for n in by_hand)
+    with pytest.raises(ValueError, match="scales"):
+        model.loss(x, y, scales="second")

@@ -158,10 +158,14 @@ class RAMSTrans(FineGrainedModel):
         """Combined prediction: the sum of every scale's logits."""
         return torch.stack(self._forward(x)["logits"]).sum(0)
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """CE of every scale, summed (the paper; the official code trains on scale 1 only)."""
+    def loss(self, x: torch.Tensor, y: torch.Tensor, scales: str = "all") -> tuple[torch.Tensor, torch.Tensor]:
+        """CE of every scale, summed (`scales="all"`: the paper's figure and text); `scales="first"` is the official
+        code, whose scale-2 term is commented out (`--loss-arg 'scales="first"'`), so its scale 2 is never trained."""
+        if scales not in ("all", "first"):
+            raise ValueError(f"scales must be 'all' or 'first', got {scales!r}")
         logits = self._forward(x)["logits"]
-        return sum(F.cross_entropy(lg, y) for lg in logits), torch.stack(logits).sum(0)
+        trained = logits if scales == "all" else logits[:1]
+        return sum(F.cross_entropy(lg, y) for lg in trained), torch.stack(logits).sum(0)
 
     def _explain(
         self,
