@@ -111,6 +111,8 @@ def model_card(config: dict[str, Any]) -> str:
                          f"(`{pre.get('command')}`)")
     elif init:
         lines.append(f"- **init**: {init}")
+    elif isinstance(prov.get("recipe"), dict) and not prov["recipe"].get("init"):
+        lines.append("- **init**: none, trained from scratch (the official recipes start from ImageNet checkpoints)")
     metrics = prov.get("metrics", {})
     if metrics:
         show = lambda v: "" if v is None else v  # noqa: E731
