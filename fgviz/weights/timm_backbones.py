@@ -15,7 +15,7 @@ into an existing model as the official code does; heads stay random.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -162,16 +162,8 @@ def _with_weights(info: TimmConfig, weights_path: Path, what: str) -> TimmCheckp
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as e:
         raise WeightsError(f"{what}: {weights_path} is not a readable safetensors file: {e}") from None
-    return TimmCheckpoint(
-        name=info.name,
-        repo_id=info.repo_id,
-        architecture=info.architecture,
-        num_classes=info.num_classes,
-        pretrained_cfg=info.pretrained_cfg,
-        model_args=info.model_args,
-        labels=info.labels,
-        state=state,
-    )
+    shared = {f.name: getattr(info, f.name) for f in fields(TimmCheckpoint) if f.name != "state"}  # all but commit
+    return TimmCheckpoint(**shared, state=state)
 
 
 def _create(name: str, architecture: str, num_classes: int, model_args: dict[str, Any]) -> nn.Module:
