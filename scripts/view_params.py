@@ -3,9 +3,10 @@
     python scripts/view_params.py [--n 200] weights/vit-birds-demo weights/rams_trans-birds-demo ...
 
 For ViT methods: the rollout energy pointing game with the rollout's head fusion and discard ratio (Gildenblat's
-vit-explain options; the app's default is the head mean without discarding, Abnar & Zuidema's rollout), for the
-trained model and its re-initialised copy. For RAMS-Trans also the DPPM threshold alpha: crop recall and area of the
-model and of the oracle (the same DPPM fed the deciding-part mask) at each alpha. Prints markdown; held-out samples
+vit-explain options; the app's default is the head mean without discarding, Abnar & Zuidema's rollout), and of each
+layer's raw CLS attention (head mean, no rollout), for the trained model and its re-initialised copy. For
+RAMS-Trans also the DPPM threshold alpha: crop recall and area of the model and of the oracle (the same DPPM fed the
+deciding-part mask) at each alpha. Prints markdown; held-out samples
 as `python -m fgviz.evaluate` draws them.
 """
 
@@ -38,7 +39,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    print("| model | weights | rollout | energy pointing | x chance |\n|---|---|---|---|---|")
+    print("| model | weights | map | energy pointing | x chance |\n|---|---|---|---|---|")
     alpha_rows = []
     for folder in args.models:
         trained = load_folder(folder).float().eval()
@@ -57,18 +58,22 @@ def main() -> None:
                     last = analysis.rollout(fusion, discard)[-1]  # (gh, gw) CLS row of the last layer's rollout
                     epg = metrics.energy_pointing_game(token_pixels(e, last), s.part_mask)
                     sums[(fusion, discard)].append(epg.value)
-                if trained.method == "rams_trans":
+                for layer, cls in enumerate(analysis.query_grid(0).mean(1)):  # (L, gh, gw): head-mean CLS attention
+                    epg = metrics.energy_pointing_game(token_pixels(e, cls), s.part_mask)
+                    sums.setdefault(f"raw CLS attention, layer {layer + 1}", []).append(epg.value)
+                if trained.method == "rams_trans" and kind == "trained":  # the DPPM at other thresholds
+                    default_alpha = float(e.params["alphas"][0])
                     for a in ALPHAS:
-                        box = model.explain(s.image, alpha=a).crop_boxes[0] if a != 1.2 else e.crop_boxes[0]
+                        box = e.crop_boxes[0] if a == default_alpha else model.explain(s.image, alpha=a).crop_boxes[0]
                         recall[a].append(metrics.crop_recall(box, s.part_mask).value)
                         area[a].append(metrics.crop_area_share(box, s.part_mask.shape))
-                        if kind == "trained":
-                            ob = dppm_oracle_box(s.part_mask, e.grid, e.patch_size, a)
-                            recall.setdefault(("oracle", a), []).append(metrics.crop_recall(ob, s.part_mask).value)
-                            area.setdefault(("oracle", a), []).append(metrics.crop_area_share(ob, s.part_mask.shape))
-            for (fusion, discard), v in sums.items():
+                        ob = dppm_oracle_box(s.part_mask, e.grid, e.patch_size, a)
+                        recall.setdefault(("oracle", a), []).append(metrics.crop_recall(ob, s.part_mask).value)
+                        area.setdefault(("oracle", a), []).append(metrics.crop_area_share(ob, s.part_mask.shape))
+            for what, v in sums.items():
                 mean = float(np.mean(v))
-                print(f"| `{folder}` | {kind} | {fusion}, discard {discard} | {mean:.3f} | {mean / chance:.2f} |")
+                what = what if isinstance(what, str) else f"rollout, {what[0]}, discard {what[1]}"
+                print(f"| `{folder}` | {kind} | {what} | {mean:.3f} | {mean / chance:.2f} |")
             if trained.method == "rams_trans" and kind == "trained":
                 for a in ALPHAS:
                     alpha_rows.append(f"| `{folder}` | {a} | {np.mean(recall[a]):.3f} ({np.mean(area[a]):.3f}) | "

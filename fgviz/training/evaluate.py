@@ -128,7 +128,6 @@ def main(argv: list[str] | None = None) -> None:
             result = json.loads(args.from_result.read_text())
             result.pop("model", None)
             result["targets"] = targets.check(result)
-            args.n, args.seed = result["n"], result["seed"]
         else:
             model = load_folder(folder)
             result = evaluate(model, n=args.n, seed=args.seed, randomized=not args.no_randomized)
