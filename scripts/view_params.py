@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as `pytho
 from fgviz.core import metrics
 from fgviz.data import synthetic
 from fgviz.explorer.analysis import AttentionAnalysis
+from fgviz.methods.backbones.vit.views import token_pixels
 from fgviz.methods.rams_trans.views import dppm_oracle_box
-from fgviz.methods.vit.views import token_pixels
 from fgviz.training.evaluate import HELD_OUT_SEED, data_version, domain_of
 from fgviz.weights.format import load_folder
 

@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
+from fgviz.methods.backbones.vit.weights import read_vit_npz, resample_pos_embed
 from fgviz.methods.base import ConversionError
 from fgviz.methods.rams_trans import weights as rams_weights
 from fgviz.methods.rams_trans.model import RAMSTrans
 from fgviz.methods.transfg import weights as transfg_weights
 from fgviz.methods.transfg.model import TransFG
-from fgviz.methods.vit.weights import read_vit_npz, resample_pos_embed
 from fgviz.weights import hub
 from fgviz.weights.convert import main
 

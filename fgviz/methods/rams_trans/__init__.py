@@ -9,12 +9,12 @@ from torch import nn
 
 from fgviz.core import metrics
 from fgviz.core.explanation import Explanation
+from fgviz.methods.backbones.vit.recipes import DEMO_OPT, DEMO_VIT, PAPER_VIT, TINY_OPT, TINY_VIT
+from fgviz.methods.backbones.vit.views import token_pixels, vit_summary
 from fgviz.methods.base import FineGrainedModel
 from fgviz.methods.method import Method, Overview, ParamSpec, Steps
 from fgviz.methods.rams_trans import views, weights
 from fgviz.methods.rams_trans.model import RAMSTrans, RAMSTransConfig
-from fgviz.methods.vit.recipes import DEMO_OPT, DEMO_VIT, PAPER_VIT, TINY_OPT, TINY_VIT
-from fgviz.methods.vit.views import token_pixels, vit_summary
 from fgviz.viz.panels import Style
 
 

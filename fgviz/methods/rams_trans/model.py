@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from fgviz.core.attention import dppm_mask, dppm_vector_from_fused, fused_attention_qk, largest_component_box
 from fgviz.core.capture import AttentionRecord, record_attention
 from fgviz.core.geometry import grid_box_to_pixels
+from fgviz.methods.backbones.vit.model import ViTConfig, build_vit, layer_rollout, qk_fields
 from fgviz.methods.base import FineGrainedModel, check_int, softmax_np, to_numpy
-from fgviz.methods.vit.model import ViTConfig, build_vit, layer_rollout, qk_fields
 
 DEFAULT_ALPHAS = (1.2, 1.3)
 

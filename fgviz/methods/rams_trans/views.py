@@ -16,9 +16,9 @@ from fgviz.core import metrics
 from fgviz.core.explanation import Explanation
 from fgviz.core.geometry import grid_box_to_xyxy
 from fgviz.core.preprocess import Preprocess
+from fgviz.methods.backbones.vit.views import rollout_figures, rollout_pixels, token_mask_pixels, token_pixels
 from fgviz.methods.method import Overview, Steps
 from fgviz.methods.rams_trans.model import crop_resize, propose
-from fgviz.methods.vit.views import rollout_figures, rollout_pixels, token_mask_pixels, token_pixels
 from fgviz.viz import overlay
 from fgviz.viz.overlay import OKABE_ITO
 from fgviz.viz.panels import Panel, Style, caption_top1, heat, plain, relative

@@ -15,20 +15,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from fgviz.methods.base import ConversionError, PretrainedCfg
-from fgviz.methods.rams_trans.model import RAMSTrans, RAMSTransConfig
-from fgviz.methods.vit.weights import (
+from fgviz.methods.backbones.adapt import check_shapes, pretrained_from_timm
+from fgviz.methods.backbones.vit.weights import (
     check_plain_vit,
-    check_shapes,
     check_trunk,
     check_wrappable,
     npz_arch,
-    pretrained_from_timm,
     read_vit_npz,
     resample_pos_embed,
     vit_arch,
     vit_grid,
 )
+from fgviz.methods.base import ConversionError, PretrainedCfg
+from fgviz.methods.rams_trans.model import RAMSTrans, RAMSTransConfig
 
 
 def init_from_vit_state(model: RAMSTrans, state: dict[str, torch.Tensor], *, load_head: bool = False) -> list[str]:

@@ -19,9 +19,9 @@ import torch
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
+from fgviz.methods.backbones.adapt import pretrained_from_timm, same_modules
 from fgviz.methods.base import MAX_IMG_SIDE, ConversionError
 from fgviz.methods.tasn.model import BLOCKS, TASN, MultiDilation, TASNConfig
-from fgviz.methods.vit.weights import pretrained_from_timm, same_modules
 
 IMG_RATIO = 512 / 224  # TASN samples 224-px images out of a 512-px input; backbone mode keeps that zoom headroom
 

@@ -33,8 +33,8 @@ from torch import nn
 from fgviz.core.attention import psm_and_fused_qk, psm_select_qk
 from fgviz.core.capture import record_attention
 from fgviz.core.geometry import token_box
+from fgviz.methods.backbones.vit.model import ViTConfig, build_vit, layer_rollout, qk_fields
 from fgviz.methods.base import FineGrainedModel, check_int, softmax_np, to_numpy
-from fgviz.methods.vit.model import ViTConfig, build_vit, layer_rollout, qk_fields
 
 
 class OverlapPatchEmbed(PatchEmbed):

@@ -7,8 +7,8 @@ import numpy as np
 from fgviz.core import metrics
 from fgviz.core.explanation import Explanation
 from fgviz.core.geometry import token_boxes
+from fgviz.methods.backbones.vit.views import rollout_figures, token_pixels
 from fgviz.methods.method import Overview, Steps
-from fgviz.methods.vit.views import rollout_figures, token_pixels
 from fgviz.viz import overlay
 from fgviz.viz.panels import Drawn, Panel, Style, caption_top1, heat, hstack, label_strip, plain, relative, tiles
 

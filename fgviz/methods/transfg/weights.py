@@ -27,20 +27,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from fgviz.methods.base import ConversionError, PretrainedCfg
-from fgviz.methods.transfg.model import TransFG, TransFGConfig, grid_size
-from fgviz.methods.vit.weights import (
+from fgviz.methods.backbones.adapt import check_shapes, pretrained_from_timm
+from fgviz.methods.backbones.vit.weights import (
     check_plain_vit,
-    check_shapes,
     check_trunk,
     check_wrappable,
     npz_arch,
-    pretrained_from_timm,
     read_vit_npz,
     resample_pos_embed,
     vit_arch,
     vit_grid,
 )
+from fgviz.methods.base import ConversionError, PretrainedCfg
+from fgviz.methods.transfg.model import TransFG, TransFGConfig, grid_size
 
 OFFICIAL_EMBED = "transformer.embeddings."
 OFFICIAL_ENCODER = "transformer.encoder."

@@ -1,5 +1,5 @@
 """The plain ViT baseline: rollout and per-head attention of a vanilla timm ViT, the column a class wants beside
-TransFG. Its folder also holds what every ViT method shares (`build_vit`, the ViT weight adapters, token views)."""
+TransFG. What every ViT method shares lives in `fgviz.methods.backbones.vit`."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ from torch import nn
 
 from fgviz.core import metrics
 from fgviz.core.explanation import Explanation
+from fgviz.methods.backbones.vit import recipes
+from fgviz.methods.backbones.vit.model import ViTConfig, build_vit
+from fgviz.methods.backbones.vit.views import rollout_figures, rollout_pixels, token_pixels, vit_summary
 from fgviz.methods.base import FineGrainedModel
 from fgviz.methods.method import PRETRAIN_RECIPES, Backbone, Method, Overview, Steps
-from fgviz.methods.vit import recipes, views, weights
-from fgviz.methods.vit.model import ViT, ViTConfig, build_vit
+from fgviz.methods.vit import views, weights
+from fgviz.methods.vit.model import ViT
 from fgviz.viz.panels import Style
 
 
@@ -30,7 +33,7 @@ class ViTMethod(Method):
     presets = recipes.PRESETS
 
     def signature(self, e: Explanation) -> np.ndarray:
-        return views.rollout_pixels(e)
+        return rollout_pixels(e)
 
     def overview(self, e: Explanation, maps: dict[str, np.ndarray], style: Style, vrange: tuple[float, float] | None,
                  main_only: bool = False) -> Overview:
@@ -45,14 +48,14 @@ class ViTMethod(Method):
     def named_map(self, e: Explanation, name: str) -> np.ndarray:
         if name != "rollout":
             return super().named_map(e, name)
-        return views.token_pixels(e, e.rollout[-1])
+        return token_pixels(e, e.rollout[-1])
 
     def summary(self, e: Explanation) -> dict[str, Any]:
-        return views.vit_summary(e)
+        return vit_summary(e)
 
     def figures(self, e: Explanation, part_mask: np.ndarray, *, oracles: bool = True
                 ) -> dict[str, metrics.MetricResult]:
-        return views.rollout_figures(e, part_mask)
+        return rollout_figures(e, part_mask)
 
     def from_timm(self, src: nn.Module, labels: list[str], pretrained_cfg: dict[str, Any]) -> FineGrainedModel:
         return weights.vit_from_timm(src, labels, pretrained_cfg)

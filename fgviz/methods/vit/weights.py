@@ -1,143 +1,24 @@
-"""Weights for every ViT method: plain timm ViTs and original Google ViT `.npz` files, checked key by key.
-
-What the ViT methods share: resampling a position embedding (bilinear with ``align_corners=True``, exactly the
-``scipy.ndimage.zoom(order=1)`` of the official TransFG and RAMS-Trans loaders; timm's own resampler uses
-``align_corners=False``, which is not), reading a Google npz through timm's Flax loader, checking that a timm ViT is
-a plain one the methods can wrap, and the baseline's own adapters (`from_timm`, `init_from_timm`).
-"""
+"""The ViT baseline's weights: a timm ViT wrapped as it is (backbone mode) or copied in as a training init."""
 
 from __future__ import annotations
 
-import math
-import re
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from fgviz.methods.base import MAX_DEPTH, MAX_WIDTH, ConversionError, PretrainedCfg
-from fgviz.methods.vit.model import ViT, ViTConfig
-
-_DROPOUT_RE = re.compile(r"Dropout\(p=[^)]*\)")
-VIT_MODULES = ("blocks", "norm", "fc_norm", "norm_pre", "head")
-NPZ_BLOCK = "Transformer/encoderblock_{}/"
-
-
-def resample_pos_embed(
-    pos: torch.Tensor,
-    new_grid: tuple[int, int],
-    *,
-    old_grid: tuple[int, int] | None = None,
-    num_prefix_tokens: int = 1,
-) -> torch.Tensor:
-    """Resample the grid part of a (1, p + gh*gw, D) position embedding to `new_grid`; prefix rows are kept.
-
-    Bilinear with ``align_corners=True``: the first and last row/column centres stay fixed, which is what
-    ``scipy.ndimage.zoom(grid, new/old, order=1)`` in the official TransFG and RAMS-Trans loaders computes.
-    """
-    p = num_prefix_tokens
-    n = pos.shape[1] - p
-    if old_grid is None:
-        side = math.isqrt(n)
-        if side * side != n:
-            raise ConversionError(f"position embedding has {n} grid rows: not a square grid, pass old_grid")
-        old_grid = (side, side)
-    if old_grid[0] * old_grid[1] != n:
-        raise ConversionError(
-            f"position embedding has {n} grid rows, old_grid {old_grid} needs {old_grid[0] * old_grid[1]}"
-        )
-    if tuple(old_grid) == tuple(new_grid):
-        return pos
-    D = pos.shape[-1]
-    grid = pos[:, p:].reshape(1, old_grid[0], old_grid[1], D).permute(0, 3, 1, 2)  # (1, D, gh0, gw0)
-    grid = F.interpolate(grid.float(), size=tuple(new_grid), mode="bilinear", align_corners=True)  # (1, D, gh, gw)
-    grid = grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], D).to(pos.dtype)  # (1, gh*gw, D)
-    return torch.cat([pos[:, :p], grid], dim=1)  # (1, p + gh*gw, D)
-
-
-def check_shapes(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], what: str) -> None:
-    for k, v in state.items():
-        if k not in own:
-            raise ConversionError(f"{what}: no parameter {k!r} in the target model")
-        if v.shape != own[k].shape:
-            raise ConversionError(
-                f"{what}: shape mismatch for {k}: source {tuple(v.shape)}, model {tuple(own[k].shape)}"
-            )
-
-
-def vit_grid(state: dict[str, torch.Tensor], num_prefix_tokens: int = 1) -> tuple[int, int]:
-    n = state["pos_embed"].shape[1] - num_prefix_tokens
-    side = math.isqrt(n)
-    if side * side != n:
-        raise ConversionError(f"pos_embed has {n} patch rows: not a square grid")
-    return side, side
-
-
-def arch_repr(module: nn.Module) -> str:
-    """repr without dropout rates: what must match for two modules to compute the same function in eval mode."""
-    return _DROPOUT_RE.sub("Dropout", repr(module))
-
-
-def same_modules(src: nn.Module, dst: nn.Module, names: tuple[str, ...], what: str) -> None:
-    """Raise unless the named submodules print the same (types, widths, eps, activations, strides; not dropout)."""
-    for n in names:
-        a, b = arch_repr(getattr(src, n)), arch_repr(getattr(dst, n))
-        if a != b:
-            raise ConversionError(f"{what}: {n} is not a plain timm module the method can wrap:\n"
-                                  f"{a[:400]}\nvs\n{b[:400]}")
-
-
-def check_plain_vit(vit: nn.Module, what: str) -> VisionTransformer:
-    """`vit` if it is a timm ViT with one CLS token, a learned position embedding, CLS pooling and square patches."""
-    if not isinstance(vit, VisionTransformer):
-        raise ConversionError(f"{what}: needs a timm VisionTransformer, got {type(vit).__name__}")
-    if vit.cls_token is None or vit.num_prefix_tokens != 1 or vit.no_embed_class or vit.pos_embed is None:
-        raise ConversionError(f"{what}: needs a ViT with one CLS token and a learned position embedding")
-    if vit.global_pool != "token" or getattr(vit, "attn_pool", None) is not None:
-        raise ConversionError(f"{what}: needs CLS-token pooling (global_pool='token'), got {vit.global_pool!r}")
-    ph, pw = vit.patch_embed.patch_size
-    if ph != pw or vit.patch_embed.img_size[0] % ph or vit.patch_embed.img_size[1] % pw:
-        raise ConversionError(f"{what}: needs square patches that tile the input")
-    if vit.embed_dim > MAX_WIDTH or len(vit.blocks) > MAX_DEPTH:
-        raise ConversionError(f"{what}: width {vit.embed_dim} / depth {len(vit.blocks)} above fgviz's bounds")
-    return vit
-
-
-def vit_arch(vit: VisionTransformer) -> dict[str, Any]:
-    """`ViTConfig` arguments of a plain timm ViT (dropout 0: a wrapped checkpoint is an inference model)."""
-    blk = vit.blocks[0]
-    return dict(
-        num_classes=int(vit.num_classes),
-        img_size=tuple(int(s) for s in vit.patch_embed.img_size),
-        patch_size=int(vit.patch_embed.patch_size[0]),
-        embed_dim=int(vit.embed_dim),
-        depth=len(vit.blocks),
-        num_heads=int(blk.attn.num_heads),
-        mlp_ratio=blk.mlp.fc1.out_features / vit.embed_dim,
-        qkv_bias=blk.attn.qkv.bias is not None,
-        drop_rate=0.0,
-        attn_drop_rate=0.0,
-    )
-
-
-def pretrained_from_timm(labels: list[str], cfg: dict[str, Any]) -> PretrainedCfg:
-    """A `PretrainedCfg` from a timm checkpoint's pretrained_cfg (mean/std/crop_pct) and its class names."""
-    return PretrainedCfg(
-        labels=tuple(labels),
-        mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
-        std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
-        crop_pct=min(max(float(cfg.get("crop_pct", 1.0)), 0.1), 1.0),
-    )
-
-
-def check_wrappable(src: VisionTransformer, vit: VisionTransformer, what: str) -> None:
-    """The method's timm ViT computes what `src` computes (same modules, same patch conv)."""
-    same_modules(src, vit, VIT_MODULES, what)
-    same_modules(src.patch_embed, vit.patch_embed, ("proj", "norm"), what)
+from fgviz.methods.backbones.adapt import check_shapes, pretrained_from_timm
+from fgviz.methods.backbones.vit.model import ViTConfig
+from fgviz.methods.backbones.vit.weights import (
+    check_plain_vit,
+    check_trunk,
+    check_wrappable,
+    resample_pos_embed,
+    vit_arch,
+    vit_grid,
+)
+from fgviz.methods.base import ConversionError
+from fgviz.methods.vit.model import ViT
 
 
 def vit_from_timm(src: nn.Module, labels: list[str], pretrained_cfg: dict[str, Any]) -> ViT:
@@ -148,15 +29,6 @@ def vit_from_timm(src: nn.Module, labels: list[str], pretrained_cfg: dict[str, A
     with torch.no_grad():
         model.vit.load_state_dict(src.state_dict(), strict=True)
     return model
-
-
-def check_trunk(src: nn.Module, vit: VisionTransformer, what: str) -> VisionTransformer:
-    """`src` as a plain ViT whose blocks and norms have the target's architecture (for training inits)."""
-    src = check_plain_vit(src, what)
-    if len(src.blocks) != len(vit.blocks):
-        raise ConversionError(f"{what}: {len(src.blocks)} blocks, the model has {len(vit.blocks)}")
-    same_modules(src, vit, ("blocks", "norm", "norm_pre", "fc_norm"), what)
-    return src
 
 
 def vit_init_from_timm(model: ViT, src: nn.Module) -> list[str]:
@@ -172,54 +44,3 @@ def vit_init_from_timm(model: ViT, src: nn.Module) -> list[str]:
         raise ConversionError(f"timm ViT -> ViT: missing {missing[:8]}, unexpected {unexpected[:8]}")
     return ["vit." + k for k in missing]
 
-
-def read_vit_npz(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
-    """Read an original Google ViT npz through timm's Flax loader. Returns (plain timm ViT state dict, geometry).
-
-    Geometry (embed_dim, depth, num_heads, mlp_dim, patch_size, grid) is read from the array shapes: the query
-    kernel is (D, heads, head_dim), so even the number of heads is stored.
-    """
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            shapes = {k: npz[k].shape for k in npz.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise ConversionError(f"{path} is not a readable .npz: {e}") from None
-    if "conv_root/kernel" in shapes:
-        raise ConversionError(f"{path}: hybrid R50+ViT checkpoints are not supported")
-    for k in ("embedding/kernel", "cls", "Transformer/posembed_input/pos_embedding", "Transformer/encoder_norm/scale"):
-        if k not in shapes:
-            raise ConversionError(f"{path} is not a Google ViT npz (no {k!r}; found {sorted(shapes)[:6]} ...)")
-    P, P2, in_chans, D = shapes["embedding/kernel"]  # Flax conv kernel: (P, P, 3, D)
-    if P != P2 or in_chans != 3:
-        raise ConversionError(f"embedding/kernel has shape {shapes['embedding/kernel']}, expected (P, P, 3, D)")
-    depth = 0
-    while f"{NPZ_BLOCK.format(depth)}LayerNorm_0/scale" in shapes:
-        depth += 1
-    if depth == 0:
-        raise ConversionError(f"{path}: no Transformer/encoderblock_0/...")
-    q_shape = shapes[f"{NPZ_BLOCK.format(0)}MultiHeadDotProductAttention_1/query/kernel"]  # (D, heads, head_dim)
-    if len(q_shape) != 3 or q_shape[0] != D or q_shape[1] * q_shape[2] != D:
-        raise ConversionError(f"query kernel has shape {q_shape}, expected ({D}, heads, head_dim)")
-    mlp_dim = shapes[f"{NPZ_BLOCK.format(0)}MlpBlock_3/Dense_0/kernel"][1]  # (D, mlp_dim)
-    n = shapes["Transformer/posembed_input/pos_embedding"][1] - 1
-    g = math.isqrt(n)
-    if g * g != n:
-        raise ConversionError(f"pos_embedding has {n + 1} rows: not CLS + a square grid")
-    geometry = {"embed_dim": D, "depth": depth, "num_heads": q_shape[1], "mlp_dim": mlp_dim, "patch_size": P,
-                "grid": g}
-    vit = VisionTransformer(img_size=g * P, patch_size=P, embed_dim=D, depth=depth, num_heads=q_shape[1],
-                            mlp_ratio=mlp_dim / D, qkv_bias=True, num_classes=0, class_token=True,
-                            global_pool="token")
-    try:
-        vit.load_pretrained(str(path))  # timm's _load_weights: Flax names, kernel transposes, q/k/v -> qkv
-    except KeyError as e:
-        raise ConversionError(f"{path}: missing array {e} for a {depth}-block ViT") from None
-    return {k: v.detach().clone() for k, v in vit.state_dict().items()}, geometry
-
-
-def npz_arch(geo: dict[str, int], num_classes: int, img_size: int | tuple[int, int]) -> dict[str, Any]:
-    """`ViTConfig` arguments for a model initialised from an npz of geometry `geo`."""
-    return dict(num_classes=num_classes, img_size=img_size, patch_size=geo["patch_size"],
-                embed_dim=geo["embed_dim"], depth=geo["depth"], num_heads=geo["num_heads"],
-                mlp_ratio=geo["mlp_dim"] / geo["embed_dim"], qkv_bias=True)

@@ -1,0 +1,50 @@
+"""What every weight adapter shares: key-by-key shape checks, module-architecture checks, and the
+`PretrainedCfg` of a timm checkpoint. Adapters (each method's weights.py, each loader's layout adapter) map tensors
+by explicit key maps; these helpers make a mismatch an error that names the key or the module."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+from torch import nn
+
+from fgviz.methods.base import ConversionError, PretrainedCfg
+
+_DROPOUT_RE = re.compile(r"Dropout\(p=[^)]*\)")
+
+
+def check_shapes(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], what: str) -> None:
+    for k, v in state.items():
+        if k not in own:
+            raise ConversionError(f"{what}: no parameter {k!r} in the target model")
+        if v.shape != own[k].shape:
+            raise ConversionError(
+                f"{what}: shape mismatch for {k}: source {tuple(v.shape)}, model {tuple(own[k].shape)}"
+            )
+
+
+def arch_repr(module: nn.Module) -> str:
+    """repr without dropout rates: what must match for two modules to compute the same function in eval mode."""
+    return _DROPOUT_RE.sub("Dropout", repr(module))
+
+
+def same_modules(src: nn.Module, dst: nn.Module, names: tuple[str, ...], what: str) -> None:
+    """Raise unless the named submodules print the same (types, widths, eps, activations, strides; not dropout)."""
+    for n in names:
+        a, b = arch_repr(getattr(src, n)), arch_repr(getattr(dst, n))
+        if a != b:
+            raise ConversionError(f"{what}: {n} is not a plain timm module the method can wrap:\n"
+                                  f"{a[:400]}\nvs\n{b[:400]}")
+
+
+def pretrained_from_timm(labels: list[str], cfg: dict[str, Any]) -> PretrainedCfg:
+    """A `PretrainedCfg` from a timm checkpoint's pretrained_cfg (mean/std/crop_pct) and its class names."""
+    return PretrainedCfg(
+        labels=tuple(labels),
+        mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+        crop_pct=min(max(float(cfg.get("crop_pct", 1.0)), 0.1), 1.0),
+    )
+

@@ -1,0 +1,96 @@
+"""The ViT every fgviz ViT method builds on: its config, `build_vit`, and what their explanations share.
+
+Dosovitskiy et al., "An Image is Worth 16x16 Words" (ICLR 2021), https://arxiv.org/abs/2010.11929, as timm's
+`VisionTransformer`: one CLS token, learned position embeddings, square patches, CLS-token pooling, a linear head.
+The baseline (`fgviz.methods.vit`), TransFG and RAMS-Trans build their ViT with `build_vit`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from fgviz.core.attention import fused_attention_qk, rollout_from_fused
+from fgviz.methods.base import MAX_DEPTH, MAX_WIDTH, ModelConfig, check_int, to_numpy
+
+
+@dataclass
+class ViTConfig(ModelConfig):
+    """A timm ViT (ViT-B/16 by default) with the official dropout of TransFG's and RAMS-Trans's ViT."""
+
+    patch_size: int = 16
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    drop_rate: float = 0.1  # embeddings and MLP, as the official config
+    attn_drop_rate: float = 0.0  # attention probabilities and the attention projection
+
+    def validate(self) -> None:
+        super().validate()
+        check_int("patch_size", self.patch_size, 1, min(self.img_size))
+        check_int("embed_dim", self.embed_dim, 8, MAX_WIDTH)
+        check_int("depth", self.depth, 1, MAX_DEPTH)
+        check_int("num_heads", self.num_heads, 1, 64)
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim={self.embed_dim} not divisible by num_heads={self.num_heads}")
+        for name in ("drop_rate", "attn_drop_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name}={getattr(self, name)} outside [0, 1)")
+
+    @property
+    def stride(self) -> int:
+        return self.patch_size
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        P, S = self.patch_size, self.stride
+        return (self.img_size[0] - P) // S + 1, (self.img_size[1] - P) // S + 1
+
+
+def build_vit(c: ViTConfig, **extra: Any) -> VisionTransformer:
+    """The timm ViT every ViT method builds on, from its config (pre-norm, exact GELU, LayerNorm eps 1e-6).
+
+    Dropout as the official code (jeonsworld's ViT, shared by TransFG and RAMS-Trans): `drop_rate` on the embeddings
+    and in the MLP, `attn_drop_rate` on the attention probabilities *and* after the attention projection (timm's
+    Block would use `drop_rate` there too).
+    """
+    vit = VisionTransformer(
+        img_size=c.img_size,
+        patch_size=c.patch_size,
+        num_classes=c.num_classes,
+        embed_dim=c.embed_dim,
+        depth=c.depth,
+        num_heads=c.num_heads,
+        mlp_ratio=c.mlp_ratio,
+        qkv_bias=c.qkv_bias,
+        class_token=True,
+        global_pool="token",
+        pos_drop_rate=c.drop_rate,
+        proj_drop_rate=c.drop_rate,
+        attn_drop_rate=c.attn_drop_rate,
+        **extra,
+    )
+    for blk in vit.blocks:
+        blk.attn.proj_drop.p = float(c.attn_drop_rate)
+    return vit
+
+
+def layer_rollout(qs: list[torch.Tensor], ks: list[torch.Tensor], fused: list[torch.Tensor] | None,
+                  grid: tuple[int, int], num_prefix_tokens: int) -> np.ndarray:
+    """(L, gh, gw) rollout (head mean) of the first prefix token through layers 1..l, for every l; `fused` are the
+    layers' head-mean matrices when the forward already computed them."""
+    if fused is None:
+        fused = [fused_attention_qk(q, k, "mean") for q, k in zip(qs, ks, strict=True)]  # L x (1, N, N)
+    return to_numpy(rollout_from_fused(fused, num_prefix_tokens=num_prefix_tokens)[0]).reshape(-1, *grid)
+
+
+def qk_fields(qs: list[torch.Tensor], ks: list[torch.Tensor]) -> dict[str, np.ndarray]:
+    """The float16 queries and keys the Layers and heads tab derives every head's attention from."""
+    return {"attn_q": to_numpy(torch.stack([q[0] for q in qs]), np.float16),  # (L, H, N, d)
+            "attn_k": to_numpy(torch.stack([k[0] for k in ks]), np.float16)}
