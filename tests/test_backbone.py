@@ -98,19 +98,24 @@ def test_vit_as_transfg_is_the_pretrained_vit(vit_repo, test_image):
 
 
 def test_vit_as_rams_trans(vit_repo, test_image):
+    """Backbone mode: one CLS read by every scale, so scale 1 is the checkpoint's own forward; every tensor is the
+    checkpoint's (shared, not copied)."""
     src, _ = vit_repo
     model = hub.load(f"timm:{VIT}#rams_trans", device="cpu", cache=False)
     assert isinstance(model, RAMSTrans)
     assert model.weights_kind == "backbone"
+    assert model.config.shared_cls and model.num_prefix_tokens == 1
     own, ref = model.vit.state_dict(), src.state_dict()
-    for k, v in ref.items():
-        if k != "pos_embed":
-            assert torch.equal(own[k], v), k
-    assert torch.equal(own["reg_token"], ref["cls_token"])
-    assert torch.equal(own["pos_embed"], torch.cat([ref["pos_embed"][:, :1], ref["pos_embed"]], 1))
+    assert set(own) == set(ref)
+    assert all(torch.equal(own[k], v) for k, v in ref.items())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        out = model._forward(x)
+        torch.testing.assert_close(out["logits"][0], src(x))  # scale 1 = the checkpoint's forward
     assert load_timm_backbone(VIT, method="rams_trans").method == "rams_trans"
     expl = model.explain(test_image)
     assert expl.scale_probs.shape == (2, 1000)
+    assert expl.num_prefix_tokens == 1
 
 
 def test_resnet_as_tasn(fake_hub, test_image):

@@ -48,3 +48,24 @@ def pretrained_from_timm(labels: list[str], cfg: dict[str, Any]) -> PretrainedCf
         crop_pct=min(max(float(cfg.get("crop_pct", 1.0)), 0.1), 1.0),
     )
 
+
+
+def share_state(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Make `module`'s parameters and buffers the very tensors of `state`, without a copy.
+
+    A module built on the meta device becomes a view of a loaded checkpoint, so several methods wrapping one backbone
+    hold one copy of its weights. Strict: every key of the module and no other, each with the module's shape.
+    """
+    own = module.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ConversionError(f"{what}: keys missing from the source {missing[:8]}, unexpected {unexpected[:8]}")
+    check_shapes(state, own, what)
+    module.load_state_dict(state, strict=True, assign=True)
+
+
+def check_filled(module: nn.Module, what: str) -> None:
+    """Raise if a tensor of `module` was left on the meta device (an adapter forgot to share or fill it)."""
+    left = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.device.type == "meta"]
+    if left:
+        raise ConversionError(f"{what}: tensors left unfilled {left[:8]}")

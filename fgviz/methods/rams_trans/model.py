@@ -17,6 +17,10 @@ Choices and deviations:
   separately (and selects models on scale 1). Each scale's own prediction is in ``scale_probs``.
 - CLS_2..CLS_S are timm "register" tokens that each get their own position-embedding row (the official code copies
   the pretrained CLS position embedding once per scale, the same thing at initialisation).
+- Backbone mode (a checkpoint with one CLS token wrapped as RAMS-Trans, `shared_cls`): every scale reads the one CLS
+  and every pass is [CLS, patches], the sequence the checkpoint was trained on; the official [CLS_1, CLS_2, patches]
+  would give the CLS key twice the attention it was trained with (identical tokens, counted twice by the softmax).
+  So scale 1 is the checkpoint's own forward, which the baseline column computes too (the pass is shared).
 """
 
 from __future__ import annotations
@@ -28,10 +32,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fgviz.core.attention import dppm_mask, dppm_vector_from_fused, fused_attention_qk, largest_component_box
-from fgviz.core.capture import AttentionRecord, record_attention
+from fgviz.core.attention import dppm_mask, dppm_vector_from_fused, largest_component_box
 from fgviz.core.geometry import grid_box_to_pixels
 from fgviz.methods.backbones.vit.model import ViTConfig, build_vit, layer_rollout, qk_fields
+from fgviz.methods.backbones.vit.trunk import TrunkPass, trunk
 from fgviz.methods.base import FineGrainedModel, check_int, softmax_np, to_numpy
 
 DEFAULT_ALPHAS = (1.2, 1.3)
@@ -42,6 +46,7 @@ class RAMSTransConfig(ViTConfig):
     patch_size: int = 32  # official code; the paper's table says 16
     num_scales: int = 2
     alphas: tuple[float, ...] = DEFAULT_ALPHAS  # threshold ratio of each zoom step (1.2 -> scale 2, 1.3 -> scale 3)
+    shared_cls: bool = False  # backbone mode: one CLS token read by every scale, each pass [CLS, patches]
 
     def validate(self) -> None:
         super().validate()
@@ -104,8 +109,8 @@ class RAMSTrans(FineGrainedModel):
     def __init__(self, config: RAMSTransConfig, pretrained_cfg: Any = None) -> None:
         super().__init__(config, pretrained_cfg)
         c = config
-        self.vit = build_vit(c, reg_tokens=c.num_scales - 1)  # CLS_2..CLS_S as timm register tokens
-        if c.num_scales > 1:
+        self.vit = build_vit(c, reg_tokens=0 if c.shared_cls else c.num_scales - 1)  # CLS_2..CLS_S: register tokens
+        if c.num_scales > 1 and not c.shared_cls:
             with torch.no_grad():  # scale-wise CLS tokens start equal, as the official init copies one CLS
                 self.vit.reg_token.copy_(self.vit.cls_token.expand_as(self.vit.reg_token))
 
@@ -115,19 +120,22 @@ class RAMSTrans(FineGrainedModel):
 
     @property
     def num_prefix_tokens(self) -> int:
-        return self.config.num_scales
+        return 1 if self.config.shared_cls else self.config.num_scales
 
-    def _pass(self, x: torch.Tensor, scale: int) -> tuple[torch.Tensor, AttentionRecord]:
-        """One pass of the shared ViT; scale `scale` (0-based) reads its own CLS token."""
-        with record_attention(self.vit.blocks, mode="qk") as rec:
-            h = self.vit.forward_features(x)  # (B, S + gh*gw, D), final norm applied
-        return self.vit.head(self.vit.head_drop(h[:, scale])), rec
+    def _pass(self, x: torch.Tensor, scale: int, memo: bool = False) -> tuple[torch.Tensor, TrunkPass]:
+        """One pass of the shared ViT; scale `scale` (0-based) reads its own CLS token (the one, with `shared_cls`).
 
-    def _propose(self, rec: AttentionRecord, alpha: float) -> dict[str, torch.Tensor]:
+        With `memo` (an explanation), scale 1's pass over the input is memoised: models made of the same tensors share
+        it. A zoomed crop is seen by no other model."""
+        p = trunk(self.vit, x, memo=memo and scale == 0)  # q and k recorded beside timm's fused forward
+        h = self.vit.norm(p.hidden[-1])  # (B, p + gh*gw, D), final norm applied
+        cls = h[:, 0 if self.config.shared_cls else scale]  # (B, D)
+        return self.vit.head(self.vit.head_drop(cls)), p
+
+    def _propose(self, rec: TrunkPass, alpha: float) -> dict[str, torch.Tensor]:
         """DPPM on one pass: rollout vector g, threshold mask, largest component and its grid box."""
-        qs, ks = rec.qk()
         with torch.no_grad():
-            fused = [fused_attention_qk(q, k, "mean") for q, k in zip(qs, ks, strict=True)]  # L x (B, N, N)
+            fused = rec.fused_upto(rec.depth)  # L x (B, N, N), head mean
             g = dppm_vector_from_fused(fused, num_prefix_tokens=self.num_prefix_tokens)  # (B, gh*gw) in (0, 1]
             return {**propose(g, self.grid, alpha), "fused": fused}
 
@@ -138,12 +146,13 @@ class RAMSTrans(FineGrainedModel):
         pixel_boxes = [grid_box_to_pixels(box, P, x.shape[-2:]) for box in boxes.tolist()]
         return torch.cat(crops).detach(), pixel_boxes  # the crop is detached, as in the official code
 
-    def _forward(self, x: torch.Tensor, *, alphas: tuple[float, ...] | None = None, num_scales: int | None = None):
+    def _forward(self, x: torch.Tensor, *, alphas: tuple[float, ...] | None = None, num_scales: int | None = None,
+                 memo: bool = False):
         alphas = alphas or self.config.alphas
         S = num_scales or self.config.num_scales
         logits, records, proposals, inputs, boxes = [], [], [], [x], []
         for s in range(S):
-            out, rec = self._pass(inputs[-1], s)
+            out, rec = self._pass(inputs[-1], s, memo)
             logits.append(out)
             records.append(rec)
             if s < S - 1:
@@ -182,15 +191,14 @@ class RAMSTrans(FineGrainedModel):
         S = num_scales or self.config.num_scales
         check_int("num_scales", S, 1, self.config.num_scales)
         alphas = self.config.alphas if alpha is None else (float(alpha), *self.config.alphas[1:])
-        out = self._forward(x, alphas=alphas, num_scales=S)
+        out = self._forward(x, alphas=alphas, num_scales=S, memo=True)
         gh, gw = self.grid
         p = self.num_prefix_tokens
         H, W = display.shape[:2]
 
         rollouts = []
-        for s, rec in enumerate(out["records"]):
-            fused = out["proposals"][s]["fused"] if s < len(out["proposals"]) else None  # the DPPM's, when it ran
-            rollouts.append(layer_rollout(*rec.qk(), fused, (gh, gw), p))
+        for rec in out["records"]:
+            rollouts.append(layer_rollout(*rec.qk(), rec.fused_upto(rec.depth), (gh, gw), p))  # the DPPM's fused
         crop_boxes = crop_boxes_in_input([b[0] for b in out["boxes"]], (H, W))
 
         props = out["proposals"]

@@ -2,8 +2,9 @@
 
 The official code (hyqyoung/RAMS-Trans) initialises from a Google ViT-B/32 npz: every block and the norm, the
 pretrained CLS copied into every scale-wise CLS token and the CLS position-embedding row into every prefix row, the
-patch grid resampled (scipy zoom order 1 = bilinear with aligned corners); the head is new. Backbone mode does the
-same with a timm ImageNet ViT and keeps its classifier as the shared head.
+patch grid resampled (scipy zoom order 1 = bilinear with aligned corners); the head is new. Backbone mode wraps a
+timm ViT as it is, its classifier the shared head, with one CLS token for every scale (`shared_cls`: each pass is the
+[CLS, patches] sequence the checkpoint was trained on; model.py says why), made of the checkpoint's own tensors.
 """
 
 from __future__ import annotations
@@ -17,14 +18,12 @@ from torch import nn
 
 from fgviz.methods.backbones.adapt import check_shapes, pretrained_from_timm
 from fgviz.methods.backbones.vit.weights import (
-    check_plain_vit,
     check_trunk,
-    check_wrappable,
     npz_arch,
     read_vit_npz,
     resample_pos_embed,
-    vit_arch,
     vit_grid,
+    wrap_plain_vit,
 )
 from fgviz.methods.base import ConversionError, PretrainedCfg
 from fgviz.methods.rams_trans.model import RAMSTrans, RAMSTransConfig
@@ -32,7 +31,7 @@ from fgviz.methods.rams_trans.model import RAMSTrans, RAMSTransConfig
 
 def init_from_vit_state(model: RAMSTrans, state: dict[str, torch.Tensor], *, load_head: bool = False) -> list[str]:
     """Copy a plain timm ViT state dict into a RAMS-Trans (module doc); returns the keys left as they were."""
-    S = model.config.num_scales
+    S = 1 if model.config.shared_cls else model.config.num_scales  # CLS tokens in the sequence
     own = model.vit.state_dict()
     src_grid = vit_grid(state)
     mapped: dict[str, torch.Tensor] = {}
@@ -59,15 +58,10 @@ def init_from_vit_state(model: RAMSTrans, state: dict[str, torch.Tensor], *, loa
 
 
 def from_timm(src: nn.Module, labels: list[str], pretrained_cfg: dict[str, Any]) -> RAMSTrans:
-    """Backbone mode: every scale token starts as the pretrained CLS; the shared head is the pretrained one."""
-    src = check_plain_vit(src, "timm ViT as RAMS-Trans")
-    model = RAMSTrans(RAMSTransConfig(**vit_arch(src)), pretrained_from_timm(labels, pretrained_cfg))
-    check_wrappable(src, model.vit, "timm ViT as RAMS-Trans")
-    with torch.no_grad():
-        left = init_from_vit_state(model, src.state_dict(), load_head=True)
-    if left:
-        raise ConversionError(f"timm ViT as RAMS-Trans: keys left unloaded {left[:8]}")
-    return model
+    """Backbone mode: the checkpoint's ViT as it is (one CLS read by every scale), its classifier the shared head."""
+    cfg = pretrained_from_timm(labels, pretrained_cfg)
+    return wrap_plain_vit(src, lambda arch: RAMSTrans(RAMSTransConfig(**arch, shared_cls=True), cfg),
+                          "timm ViT as RAMS-Trans")
 
 
 def init_from_timm(model: RAMSTrans, src: nn.Module) -> list[str]:

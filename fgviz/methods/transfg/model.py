@@ -31,9 +31,9 @@ from timm.layers import PatchEmbed
 from torch import nn
 
 from fgviz.core.attention import psm_and_fused_qk, psm_select_qk
-from fgviz.core.capture import record_attention
 from fgviz.core.geometry import token_box
 from fgviz.methods.backbones.vit.model import ViTConfig, build_vit, layer_rollout, qk_fields
+from fgviz.methods.backbones.vit.trunk import trunk
 from fgviz.methods.base import FineGrainedModel, check_int, softmax_np, to_numpy
 
 
@@ -123,27 +123,30 @@ class TransFG(FineGrainedModel):
     def num_tokens(self) -> int:
         return self.grid[0] * self.grid[1] + 1
 
-    def _forward(self, x: torch.Tensor, *, with_fused: bool = False) -> dict[str, Any]:
+    def _forward(self, x: torch.Tensor, *, with_fused: bool = False, memo: bool = False) -> dict[str, Any]:
         """PSM forward. Returns logits, final CLS features, PSM indices/rows and the lower layers' q and k.
 
         With `with_fused`, also each lower layer's head-mean attention (B, N, N), computed in the same top-down pass
-        that evaluates the PSM row so every layer is softmaxed once.
+        that evaluates the PSM row so every layer is softmaxed once. `memo`: an explanation's pass, which models made
+        of the same tensors share (`fgviz.methods.backbones.vit.trunk`).
         """
         vit = self.vit
-        h = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))  # (B, N, D)
-        lower, part_layer = vit.blocks[:-1], vit.blocks[-1]
-        with record_attention(lower, mode="qk") as rec:
-            for blk in lower:
-                h = blk(h)  # (B, N, D): layer-(L-1) outputs, not normed, as in the official code
-        qs, ks = rec.qk()
+        L = len(vit.blocks)
+        p = trunk(vit, x, L - 1, memo=memo)  # the lower blocks with their q and k
+        h = p.hidden[L - 1]  # (B, N, D): layer-(L-1) outputs, not normed, as in the official code
+        qs, ks = p.qs[: L - 1], p.ks[: L - 1]
         fused = None
         with torch.no_grad():
-            if with_fused:
+            if with_fused and all(layer in p.fused for layer in range(L - 1)):  # another model's pass fused them
+                idx, rows = psm_select_qk(qs, ks)
+                fused = p.fused_upto(L - 1)
+            elif with_fused:
                 idx, rows, fused = psm_and_fused_qk(qs, ks, head_fusion="mean")
+                p.fused.update(enumerate(fused))
             else:
                 idx, rows = psm_select_qk(qs, ks)  # (B, K=H) indices into the sequence (>= 1), (B, H, N-1)
         parts = torch.gather(h, 1, idx.unsqueeze(-1).expand(-1, -1, h.shape[-1]))  # (B, K, D)
-        z = part_layer(torch.cat([h[:, :1], parts], dim=1))  # (B, 1 + K, D): the part layer sees 1 + K tokens
+        z = vit.blocks[-1](torch.cat([h[:, :1], parts], dim=1))  # (B, 1 + K, D): the part layer sees 1 + K tokens
         cls = vit.norm(z)[:, 0]  # (B, D)
         logits = vit.head(vit.head_drop(cls))  # (B, C)
         return {"logits": logits, "features": cls, "part_tokens": idx, "psm_rows": rows, "q": qs, "k": ks,
@@ -165,12 +168,16 @@ class TransFG(FineGrainedModel):
     ) -> dict[str, Any]:
         if params:
             raise TypeError(f"TransFG.explain got unknown parameters {sorted(params)}")
-        out = self._forward(x, with_fused=True)
+        out = self._forward(x, with_fused=True, memo=True)
         gh, gw = self.grid
         P, S = self.config.patch_size, self.config.stride
         tokens = out["part_tokens"][0].cpu().numpy().astype(np.int64)  # (K,)
         size = display.shape[:2]
         boxes = np.array([token_box(int(t) - 1, (gh, gw), P, S, size) for t in tokens], dtype=np.int64)  # (K, 4)
+        extras = {}
+        if self.weights_kind == "backbone":  # its last block was trained on every token, not on [CLS + PSM tokens]
+            full = trunk(self.vit, x, memo=True)  # one more block over the lower pass (or the pass another model ran)
+            extras["backbone_probs"] = softmax_np(self.vit.forward_head(self.vit.norm(full.hidden[-1]))[0])
         return {
             "probs": softmax_np(out["logits"][0]),
             "grid": (gh, gw),
@@ -182,5 +189,6 @@ class TransFG(FineGrainedModel):
             "psm_rows": to_numpy(out["psm_rows"][0]).reshape(-1, gh, gw),
             "params": {"psm_layers": len(out["q"]), "head_fusion": "mean", "discard_ratio": 0.0},
             "rollout": layer_rollout(out["q"], out["k"], out["fused"], (gh, gw), 1),
+            "extras": extras,
             **(qk_fields(out["q"], out["k"]) if keep_attention else {}),
         }

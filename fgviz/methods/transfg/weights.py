@@ -29,14 +29,12 @@ from torch import nn
 
 from fgviz.methods.backbones.adapt import check_shapes, pretrained_from_timm
 from fgviz.methods.backbones.vit.weights import (
-    check_plain_vit,
     check_trunk,
-    check_wrappable,
     npz_arch,
     read_vit_npz,
     resample_pos_embed,
-    vit_arch,
     vit_grid,
+    wrap_plain_vit,
 )
 from fgviz.methods.base import ConversionError, PretrainedCfg
 from fgviz.methods.transfg.model import TransFG, TransFGConfig, grid_size
@@ -81,13 +79,9 @@ def init_from_vit_state(model: TransFG, state: dict[str, torch.Tensor], *, load_
 
 def from_timm(src: nn.Module, labels: list[str], pretrained_cfg: dict[str, Any]) -> TransFG:
     """Backbone mode (module doc, 3): stride = patch size, so the pretrained conv and grid fit exactly."""
-    src = check_plain_vit(src, "timm ViT as TransFG")
-    arch = vit_arch(src)
-    model = TransFG(TransFGConfig(**arch, stride=arch["patch_size"]), pretrained_from_timm(labels, pretrained_cfg))
-    check_wrappable(src, model.vit, "timm ViT as TransFG")
-    with torch.no_grad():
-        model.vit.load_state_dict(src.state_dict(), strict=True)  # same keys: the last block and the head included
-    return model
+    return wrap_plain_vit(  # same keys: the last block and the head included
+        src, lambda arch: TransFG(TransFGConfig(**arch, stride=arch["patch_size"]),
+                                  pretrained_from_timm(labels, pretrained_cfg)), "timm ViT as TransFG")
 
 
 def init_from_timm(model: TransFG, src: nn.Module) -> list[str]:

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fgviz.core.capture import record_attention
 from fgviz.methods.backbones.vit.model import ViTConfig, build_vit, layer_rollout, qk_fields
+from fgviz.methods.backbones.vit.trunk import trunk
 from fgviz.methods.base import FineGrainedModel, softmax_np
 
 
@@ -40,9 +40,10 @@ class ViT(FineGrainedModel):
                  **params: Any) -> dict[str, Any]:
         if params:
             raise TypeError(f"ViT.explain got unknown parameters {sorted(params)}")
-        with record_attention(self.vit.blocks, mode="qk") as rec:
-            logits = self.vit(x)  # (1, C), timm's fused forward
-        qs, ks = rec.qk()
+        vit = self.vit
+        p = trunk(vit, x, memo=True)  # timm's fused forward with q and k; shared by models of the same tensors
+        logits = vit.forward_head(vit.norm(p.hidden[-1]))  # (1, C)
+        qs, ks = p.qk()
         P = self.config.patch_size
         return {
             "probs": softmax_np(logits[0]),
@@ -51,6 +52,6 @@ class ViT(FineGrainedModel):
             "stride": P,
             "num_prefix_tokens": 1,
             "params": {"head_fusion": "mean", "discard_ratio": 0.0},
-            "rollout": layer_rollout(qs, ks, None, self.grid, 1),
+            "rollout": layer_rollout(qs, ks, p.fused_upto(len(qs)), self.grid, 1),
             **(qk_fields(qs, ks) if keep_attention else {}),
         }

@@ -9,26 +9,15 @@ from torch import nn
 
 from fgviz.methods.backbones.adapt import check_shapes, pretrained_from_timm
 from fgviz.methods.backbones.vit.model import ViTConfig
-from fgviz.methods.backbones.vit.weights import (
-    check_plain_vit,
-    check_trunk,
-    check_wrappable,
-    resample_pos_embed,
-    vit_arch,
-    vit_grid,
-)
+from fgviz.methods.backbones.vit.weights import check_trunk, resample_pos_embed, vit_grid, wrap_plain_vit
 from fgviz.methods.base import ConversionError
 from fgviz.methods.vit.model import ViT
 
 
 def vit_from_timm(src: nn.Module, labels: list[str], pretrained_cfg: dict[str, Any]) -> ViT:
-    """The baseline as a timm ImageNet ViT: the same weights, every key (it *is* that model)."""
-    src = check_plain_vit(src, "timm ViT as ViT")
-    model = ViT(ViTConfig(**vit_arch(src)), pretrained_from_timm(labels, pretrained_cfg))
-    check_wrappable(src, model.vit, "timm ViT as ViT")
-    with torch.no_grad():
-        model.vit.load_state_dict(src.state_dict(), strict=True)
-    return model
+    """The baseline as a timm ViT: the same tensors, every key (it *is* that model)."""
+    return wrap_plain_vit(src, lambda arch: ViT(ViTConfig(**arch), pretrained_from_timm(labels, pretrained_cfg)),
+                          "timm ViT as ViT")
 
 
 def vit_init_from_timm(model: ViT, src: nn.Module) -> list[str]:

@@ -7,15 +7,25 @@ The baseline (`fgviz.methods.vit`), TransFG and RAMS-Trans build their ViT with 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from timm.layers import LayerNorm, QuickGELU
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
 from fgviz.core.attention import fused_attention_qk, rollout_from_fused
 from fgviz.methods.base import MAX_DEPTH, MAX_WIDTH, ModelConfig, check_int, to_numpy
+
+# MLP activations by config name; "gelu" is timm's default (nn.GELU), so default models print as before.
+ACT_LAYERS: dict[str, Any] = {
+    "gelu": nn.GELU,
+    "gelu_tanh": functools.partial(nn.GELU, approximate="tanh"),
+    "quick_gelu": QuickGELU,
+}
 
 
 @dataclass
@@ -30,6 +40,10 @@ class ViTConfig(ModelConfig):
     qkv_bias: bool = True
     drop_rate: float = 0.1  # embeddings and MLP, as the official config
     attn_drop_rate: float = 0.0  # attention probabilities and the attention projection
+    # Plain-ViT variants of other checkpoints (timm CLIP towers, transformers ViTs); the defaults are the original ViT.
+    pre_norm: bool = False  # a LayerNorm after the embeddings (CLIP); timm then drops the patch conv's bias
+    norm_eps: float = 1e-6  # every LayerNorm's eps (CLIP 1e-5, transformers ViT 1e-12)
+    act_layer: str = "gelu"  # MLP activation: "gelu" (exact), "gelu_tanh" or "quick_gelu" (OpenAI CLIP)
 
     def validate(self) -> None:
         super().validate()
@@ -42,6 +56,10 @@ class ViTConfig(ModelConfig):
         for name in ("drop_rate", "attn_drop_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name}={getattr(self, name)} outside [0, 1)")
+        if self.act_layer not in ACT_LAYERS:
+            raise ValueError(f"act_layer={self.act_layer!r}; known: {sorted(ACT_LAYERS)}")
+        if not 0.0 < self.norm_eps <= 1e-2:
+            raise ValueError(f"norm_eps={self.norm_eps} outside (0, 0.01]")
 
     @property
     def stride(self) -> int:
@@ -54,7 +72,8 @@ class ViTConfig(ModelConfig):
 
 
 def build_vit(c: ViTConfig, **extra: Any) -> VisionTransformer:
-    """The timm ViT every ViT method builds on, from its config (pre-norm, exact GELU, LayerNorm eps 1e-6).
+    """The timm ViT every ViT method builds on, from its config (pre-norm blocks; by default exact GELU, LayerNorm
+    eps 1e-6 and no norm after the embeddings, as the original ViT; CLIP towers set `pre_norm` and eps 1e-5).
 
     Dropout as the official code (jeonsworld's ViT, shared by TransFG and RAMS-Trans): `drop_rate` on the embeddings
     and in the MLP, `attn_drop_rate` on the attention probabilities *and* after the attention projection (timm's
@@ -74,6 +93,9 @@ def build_vit(c: ViTConfig, **extra: Any) -> VisionTransformer:
         pos_drop_rate=c.drop_rate,
         proj_drop_rate=c.drop_rate,
         attn_drop_rate=c.attn_drop_rate,
+        pre_norm=c.pre_norm,
+        norm_layer=functools.partial(LayerNorm, eps=c.norm_eps),
+        act_layer=ACT_LAYERS[c.act_layer],
         **extra,
     )
     for blk in vit.blocks:

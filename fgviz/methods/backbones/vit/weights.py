@@ -8,16 +8,19 @@ TransFG and RAMS-Trans loaders (timm's own resampler uses ``align_corners=False`
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.layers import QuickGELU
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from fgviz.methods.backbones.adapt import same_modules
+from fgviz.methods.backbones.adapt import check_filled, same_modules, share_state
+from fgviz.methods.backbones.vit.model import ACT_LAYERS
 from fgviz.methods.base import MAX_DEPTH, MAX_WIDTH, ConversionError
 
 VIT_MODULES = ("blocks", "norm", "fc_norm", "norm_pre", "head")
@@ -65,19 +68,61 @@ def vit_grid(state: dict[str, torch.Tensor], num_prefix_tokens: int = 1) -> tupl
 
 
 def check_plain_vit(vit: nn.Module, what: str) -> VisionTransformer:
-    """`vit` if it is a timm ViT with one CLS token, a learned position embedding, CLS pooling and square patches."""
+    """`vit` if it is a plain timm ViT the methods can wrap: one CLS token, a learned position embedding added to it
+    too, CLS pooling, square patches that tile the input, pre-norm blocks without layer scale or q/k norms, one
+    LayerNorm eps and an activation `ViTConfig` knows. A CLIP-style norm after the embeddings (`pre_norm`) is fine.
+
+    Raises ConversionError naming the first feature that is not supported."""
     if not isinstance(vit, VisionTransformer):
         raise ConversionError(f"{what}: needs a timm VisionTransformer, got {type(vit).__name__}")
-    if vit.cls_token is None or vit.num_prefix_tokens != 1 or vit.no_embed_class or vit.pos_embed is None:
-        raise ConversionError(f"{what}: needs a ViT with one CLS token and a learned position embedding")
-    if vit.global_pool != "token" or getattr(vit, "attn_pool", None) is not None:
-        raise ConversionError(f"{what}: needs CLS-token pooling (global_pool='token'), got {vit.global_pool!r}")
+    blk = vit.blocks[0]
+    unsupported = [
+        (vit.cls_token is None, "no CLS token"),
+        (getattr(vit, "reg_token", None) is not None, f"{vit.num_prefix_tokens - 1} register tokens"),
+        (vit.num_prefix_tokens != 1, f"{vit.num_prefix_tokens} prefix tokens"),
+        (vit.no_embed_class, "a position embedding that skips the CLS token (no_embed_class)"),
+        (vit.pos_embed is None, "no learned position embedding"),
+        (getattr(vit, "dynamic_img_size", False), "dynamic image sizes"),
+        (vit.global_pool != "token", f"global_pool={vit.global_pool!r} (CLS-token pooling needed)"),
+        (getattr(vit, "attn_pool", None) is not None, "attention pooling"),
+        (not isinstance(vit.fc_norm, nn.Identity), "a norm after pooling (fc_norm)"),
+        (not isinstance(vit.patch_embed.norm, nn.Identity), "a norm inside the patch embedding"),
+        (not isinstance(getattr(blk, "ls1", nn.Identity()), nn.Identity), "layer scale"),
+        (not isinstance(getattr(blk.attn, "q_norm", nn.Identity()), nn.Identity), "q/k norms"),
+        (not isinstance(vit.norm, nn.LayerNorm), "no final LayerNorm"),
+    ]
+    for bad, feature in unsupported:
+        if bad:
+            raise ConversionError(f"{what}: {feature} is not supported (fgviz wraps plain ViTs: one CLS token, "
+                                  "learned position embeddings, square patches)")
     ph, pw = vit.patch_embed.patch_size
     if ph != pw or vit.patch_embed.img_size[0] % ph or vit.patch_embed.img_size[1] % pw:
-        raise ConversionError(f"{what}: needs square patches that tile the input")
+        raise ConversionError(f"{what}: needs square patches that tile the input, got {ph}x{pw} patches on "
+                              f"{tuple(vit.patch_embed.img_size)}")
     if vit.embed_dim > MAX_WIDTH or len(vit.blocks) > MAX_DEPTH:
         raise ConversionError(f"{what}: width {vit.embed_dim} / depth {len(vit.blocks)} above fgviz's bounds")
+    act_layer(vit, what)
+    norm_eps(vit, what)
     return vit
+
+
+def act_layer(vit: VisionTransformer, what: str) -> str:
+    """The `ViTConfig.act_layer` name of a timm ViT's MLP activation."""
+    act = vit.blocks[0].mlp.act
+    if isinstance(act, nn.GELU):
+        return {"none": "gelu", "tanh": "gelu_tanh"}[act.approximate]
+    if isinstance(act, QuickGELU):
+        return "quick_gelu"
+    raise ConversionError(f"{what}: MLP activation {type(act).__name__} is not supported "
+                          f"(known: {sorted(ACT_LAYERS)})")
+
+
+def norm_eps(vit: VisionTransformer, what: str) -> float:
+    """The one eps of every LayerNorm of a timm ViT (`ViTConfig.norm_eps`)."""
+    eps = {float(m.eps) for m in vit.modules() if isinstance(m, nn.LayerNorm)}
+    if len(eps) != 1:
+        raise ConversionError(f"{what}: LayerNorms with different eps {sorted(eps)} are not supported")
+    return eps.pop()
 
 
 def vit_arch(vit: VisionTransformer) -> dict[str, Any]:
@@ -94,6 +139,9 @@ def vit_arch(vit: VisionTransformer) -> dict[str, Any]:
         qkv_bias=blk.attn.qkv.bias is not None,
         drop_rate=0.0,
         attn_drop_rate=0.0,
+        pre_norm=not isinstance(vit.norm_pre, nn.Identity),
+        norm_eps=norm_eps(vit, "timm ViT"),
+        act_layer=act_layer(vit, "timm ViT"),
     )
 
 
@@ -101,6 +149,19 @@ def check_wrappable(src: VisionTransformer, vit: VisionTransformer, what: str) -
     """The method's timm ViT computes what `src` computes (same modules, same patch conv)."""
     same_modules(src, vit, VIT_MODULES, what)
     same_modules(src.patch_embed, vit.patch_embed, ("proj", "norm"), what)
+
+
+def wrap_plain_vit(src: nn.Module, build: Callable[[dict[str, Any]], nn.Module], what: str) -> Any:
+    """Backbone mode of a ViT method: `build(arch)` (the method's model for `vit_arch(src)`, whose `.vit` must print
+    like `src`) is built on the meta device and its ViT made of `src`'s own tensors, so every method wrapping one
+    checkpoint shares one copy of its weights."""
+    src = check_plain_vit(src, what)
+    with torch.device("meta"):
+        model = build(vit_arch(src))
+    check_wrappable(src, model.vit, what)
+    share_state(model.vit, src.state_dict(), what)
+    check_filled(model, what)
+    return model
 
 
 def check_trunk(src: nn.Module, vit: VisionTransformer, what: str) -> VisionTransformer:
