@@ -1,8 +1,9 @@
 """The loaded-model cache: bounded by bytes, least recently used out, registry models pinned, one build per key.
 
 A public app cannot keep every model anyone typed: `ModelCache` holds models up to `max_bytes` (the bytes of their
-parameters and buffers, counted once each) and evicts the least recently used unpinned one to make room. Pinned
-entries (the registry's models) count towards the bound but are never evicted.
+parameters and buffers, each storage counted once however many models share it: the methods wrapping one checkpoint
+are made of its tensors, `fgviz.weights.sources`) and evicts the least recently used unpinned one to make room.
+Pinned entries (the registry's models) count towards the bound but are never evicted.
 
 Keys are tuples chosen by the loader (`fgviz.weights.hub.load`): everything that changes the model. A spec whose
 files are only known after a request (a Hub branch) is an *alias* of the entry it resolved to (the repo at a
@@ -49,17 +50,20 @@ Resolver = Callable[[], tuple[Key, Callable[[], torch.nn.Module], int]]
 Admit = Callable[[bool], AbstractContextManager[Any]]
 
 
+def storages(model: torch.nn.Module) -> dict[tuple[str, int], int]:
+    """The storages of a model's parameters and buffers, {(device, data pointer): bytes}: tied weights, and models
+    made of one checkpoint's tensors, share entries."""
+    out: dict[tuple[str, int], int] = {}
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        if t.device.type == "meta":
+            continue
+        out[(str(t.device), t.untyped_storage().data_ptr())] = t.untyped_storage().nbytes()
+    return out
+
+
 def model_bytes(model: torch.nn.Module) -> int:
     """Bytes of a model's parameters and buffers, each storage counted once (tied weights share one)."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for t in itertools.chain(model.parameters(), model.buffers()):
-        key = (t.untyped_storage().data_ptr(), t.device.index or 0)
-        if t.device.type == "meta" or key in seen:
-            continue
-        seen.add(key)
-        total += t.untyped_storage().nbytes()
-    return total
+    return sum(storages(model).values())
 
 
 def max_bytes_from_env(default: int = DEFAULT_MAX_BYTES) -> int:
@@ -79,9 +83,13 @@ def max_bytes_from_env(default: int = DEFAULT_MAX_BYTES) -> int:
 @dataclass
 class _Entry:
     model: torch.nn.Module
-    nbytes: int
+    storages: dict[tuple[str, int], int]  # `storages(model)`
     pinned: bool
     aliases: set[Key] = field(default_factory=set)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self.storages.values())
 
 
 class _Flight:
@@ -112,7 +120,8 @@ class ModelCache:
         self._aliases: dict[Key, Key] = {}  # alias -> the key of its entry
         self._flights: dict[Key, _Flight] = {}
         self._lock = threading.Lock()  # guards the three dicts; never held during a resolve or a build
-        self.nbytes = 0  # sum of the entries' nbytes (pinned included)
+        self._refs: dict[tuple[str, int], list[int]] = {}  # storage -> [bytes, entries holding it]
+        self.nbytes = 0  # bytes of the distinct storages of the entries (pinned included)
         self.reserved = 0  # bytes reserved by builds in flight
         self.builds = 0  # models built by `load` (a test counts them)
 
@@ -226,7 +235,7 @@ class ModelCache:
             with self._lock:
                 self.reserved -= estimate
             raise
-        nbytes = model_bytes(model)
+        held = storages(model)
         with self._lock:
             self.reserved -= estimate
             self.builds += 1
@@ -235,9 +244,14 @@ class ModelCache:
                 self._entries.move_to_end(key)
                 old.pinned = old.pinned or pin
                 return old.model
-            self._make_room(nbytes, pin)
-            self._entries[key] = _Entry(model, nbytes, pin)
-            self.nbytes += nbytes
+            new_bytes = sum(n for s, n in held.items() if s not in self._refs)  # shared storages are held already
+            self._make_room(new_bytes, pin, keep=held)
+            self._entries[key] = _Entry(model, held, pin)
+            for s, n in held.items():
+                ref = self._refs.setdefault(s, [n, 0])
+                ref[1] += 1
+                if ref[1] == 1:
+                    self.nbytes += n
             return model
 
     def _join(self, key: Key) -> tuple[_Flight, bool]:
@@ -255,28 +269,47 @@ class ModelCache:
                 del self._flights[key]
         flight.done.set()
 
-    def _make_room(self, nbytes: int, pin: bool) -> None:
+    def _pinned_bytes(self) -> int:
+        """(Lock held.) Bytes of the distinct storages of the pinned entries."""
+        held: dict[tuple[str, int], int] = {}
+        for e in self._entries.values():
+            if e.pinned:
+                held.update(e.storages)
+        return sum(held.values())
+
+    def _make_room(self, nbytes: int, pin: bool, keep: dict[tuple[str, int], int] | None = None) -> None:
         """(Lock held.) Evict least recently used unpinned entries until `nbytes` more fit next to the cached models
-        and the builds in flight. An unpinned model larger than the room the pinned ones leave is refused; a pinned
-        one (the operator's registry) always goes in, so pinned models alone may exceed the bound."""
+        and the builds in flight; with `keep` (the storages of the model going in), until those storages fit, the
+        ones cached entries already hold counting once. An unpinned model larger than the room the pinned ones
+        leave is refused; a pinned one (the operator's registry) always goes in, so pinned models alone may exceed
+        the bound."""
         if not pin:
-            room = self.max_bytes - sum(e.nbytes for e in self._entries.values() if e.pinned)
+            room = self.max_bytes - self._pinned_bytes()
             if nbytes > room:
                 raise WeightsError(f"the model takes {nbytes / 2**20:.0f} MiB, more than the model cache can hold "
                                    f"next to the pinned models ({max(room, 0) / 2**20:.0f} MiB of "
                                    f"{self.max_bytes / 2**20:.0f} MiB; ${ENV_CACHE_GB} raises the bound)")
-        self._evict_until(self.max_bytes - self.reserved - nbytes)
+        if keep is None:
+            self._evict_until(lambda: self.nbytes + nbytes <= self.max_bytes - self.reserved)
+        else:  # a storage a dropped entry shared with the new model stays in memory: it counts again
+            self._evict_until(lambda: self.nbytes + sum(n for s, n in keep.items() if s not in self._refs)
+                              <= self.max_bytes - self.reserved)
 
-    def _evict_until(self, limit: int) -> None:
-        """(Lock held.) Drop least recently used unpinned entries until the cached bytes are at most `limit`."""
+    def _evict_until(self, fits: Callable[[], bool]) -> None:
+        """(Lock held.) Drop least recently used unpinned entries until `fits()`."""
         for k in [k for k, e in self._entries.items() if not e.pinned]:
-            if self.nbytes <= limit:
+            if fits():
                 break
             self._drop(k)
 
     def _drop(self, key: Key) -> None:
         entry = self._entries.pop(key)
-        self.nbytes -= entry.nbytes
+        for s in entry.storages:
+            ref = self._refs[s]
+            ref[1] -= 1
+            if ref[1] == 0:
+                self.nbytes -= ref[0]
+                del self._refs[s]
         for a in entry.aliases:
             if self._aliases.get(a) == key:
                 del self._aliases[a]
@@ -288,11 +321,12 @@ class ModelCache:
             raise ValueError(f"max_bytes={max_bytes} must be positive")
         with self._lock:
             self.max_bytes = int(max_bytes)
-            self._evict_until(self.max_bytes)
+            self._evict_until(lambda: self.nbytes <= self.max_bytes)
 
     def clear(self) -> None:
         """Forget every model, pinned ones included (loads in flight still finish and are then cached)."""
         with self._lock:
             self._entries.clear()
             self._aliases.clear()
+            self._refs.clear()
             self.nbytes = 0

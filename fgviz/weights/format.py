@@ -61,10 +61,14 @@ def save_model(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = {}
+    state, seen = {}, set()
     for k, v in model.state_dict().items():
         v = v.detach().cpu().contiguous()
-        state[k] = v.half() if half and v.is_floating_point() else v
+        v = v.half() if half and v.is_floating_point() else v
+        # One file tensor per key: a model made of one checkpoint's tensors in several places (TASN's two networks in
+        # backbone mode) stores each place, and loads back strictly into a model of its own.
+        state[k] = v.clone() if v.untyped_storage().data_ptr() in seen else v
+        seen.add(v.untyped_storage().data_ptr())
     save_file(state, str(out / WEIGHTS_NAME), metadata={"format": "pt", "fgviz_method": model.method})
     config = {
         "fgviz_format": FORMAT_VERSION,

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from fgviz.methods import FineGrainedModel
+from fgviz.weights import sources
 from fgviz.weights.cache import Admit, ModelCache, max_bytes_from_env
 from fgviz.weights.download import COMMIT_RE, MissingFileError, check_repo_id, hub_download
 from fgviz.weights.format import (
@@ -282,10 +283,12 @@ def _plan(parsed: Spec, spec: str, dev: torch.device, dtype: torch.dtype, method
         info = timm_backbones.read_timm_config(parsed.value)
         chosen, n = timm_backbones.plan_backbone(info, wrap)
         estimate = sized(n)  # the backbone; the method's own heads add little
+        if sources.resident(timm_backbones.source_key(info, None, dev, dtype)):
+            estimate = 0  # another method of this checkpoint holds its weights: this one adds none
         target = ("timm", parsed.value, info.commit, chosen, where, dt) if info.commit else key
         return target, lambda: finish(
-            timm_backbones.load_timm_backbone(parsed.value, chosen, revision=info.commit, config=info),
-            "backbone"), estimate
+            timm_backbones.load_timm_backbone(parsed.value, chosen, revision=info.commit, config=info, device=dev,
+                                              dtype=dtype), "backbone"), estimate
 
     return key, resolve_timm
 

@@ -26,6 +26,7 @@ from torch import nn
 
 from fgviz.methods import METHODS, FineGrainedModel, Method
 from fgviz.methods.base import MAX_CLASSES, ConversionError
+from fgviz.weights import sources
 from fgviz.weights.download import COMMIT_RE, hub_download
 from fgviz.weights.format import MAX_CONFIG_BYTES, WEIGHTS_NAME, WeightsError
 
@@ -203,52 +204,68 @@ def plan_backbone(info: TimmConfig, method: str | None = None) -> tuple[str, int
 def _choose(name: str, fam: str, method: str | None) -> Method:
     wrappers = methods_for(fam)
     if not wrappers:
-        raise WeightsError(f"timm:{name}: backbone mode wraps ViTs and ResNets, not {fam}")
+        raise WeightsError(f"timm:{name}: backbone mode wraps ViTs, ResNets and ConvNeXts, not {fam}")
     chosen = METHODS[method] if method else wrappers[0]
     if chosen not in wrappers:
-        raise WeightsError(f"timm:{name} is a {fam}; {chosen.name} wraps {chosen.backbone_family} checkpoints")
+        raise WeightsError(f"timm:{name} is a {fam}; {chosen.name} wraps "
+                           f"{' and '.join((chosen.backbone_family, *chosen.also_wraps))} checkpoints")
     return chosen
 
 
 def build_timm_model(ckpt: TimmCheckpoint) -> nn.Module:
-    """The timm architecture of `ckpt` (no download) with its weights loaded strictly."""
-    model = _create(ckpt.name, ckpt.architecture, ckpt.num_classes, ckpt.model_args)
+    """The timm architecture of `ckpt` (no download) made of its weights, strictly: every key, every shape.
+
+    Built on the meta device and given the checkpoint's tensors (no copy, so a load peaks at one model's bytes); an
+    architecture that makes tensors of its own in `__init__` is built on the CPU and loaded by copy instead."""
+    with torch.device("meta"):
+        model = _create(ckpt.name, ckpt.architecture, ckpt.num_classes, ckpt.model_args)
+    own = set(model.state_dict())
+    leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if n not in own]
+    if leftover:
+        model = _create(ckpt.name, ckpt.architecture, ckpt.num_classes, ckpt.model_args)
     try:
-        model.load_state_dict(ckpt.state, strict=True)
+        model.load_state_dict(ckpt.state, strict=True, assign=not leftover)
     except RuntimeError as e:
         raise WeightsError(f"timm:{ckpt.name}: weights do not fit {ckpt.architecture}: {e}") from None
     return model.eval()
 
 
 def family(model: nn.Module) -> str:
-    """"ViT" or "ResNet" (what the methods' `backbone_family` names), else the class name."""
+    """"ViT", "ResNet" or "ConvNeXt" (what the methods' `backbone_family` and `also_wraps` name), else the class
+    name."""
+    from timm.models.convnext import ConvNeXt
     from timm.models.resnet import ResNet
     from timm.models.vision_transformer import VisionTransformer
 
-    if isinstance(model, VisionTransformer):
-        return "ViT"
-    if isinstance(model, ResNet):
-        return "ResNet"
+    for cls, name in ((VisionTransformer, "ViT"), (ResNet, "ResNet"), (ConvNeXt, "ConvNeXt")):
+        if isinstance(model, cls):
+            return name
     return type(model).__name__
 
 
 def methods_for(fam: str) -> list[Method]:
     """The methods that wrap a `fam` backbone, the family's default first."""
-    return sorted((m for m in METHODS.values() if m.backbone_family == fam), key=lambda m: not m.default_for_family)
+    return sorted((m for m in METHODS.values() if fam in (m.backbone_family, *m.also_wraps)),
+                  key=lambda m: not m.default_for_family)
 
 
 def load_timm_backbone(name: str, method: str | None = None, *, revision: str | None = None,
-                       config: TimmConfig | None = None) -> FineGrainedModel:
-    """Wrap the ImageNet timm checkpoint ``timm/<name>`` as `method` (default: the family's default method).
+                       config: TimmConfig | None = None, device: str | torch.device = "cpu",
+                       dtype: torch.dtype = torch.float32) -> FineGrainedModel:
+    """Wrap the timm checkpoint ``timm/<name>`` as `method` (default: the family's default method).
+
+    The checkpoint is loaded once per (repo, commit, device, dtype) however many methods wrap it
+    (`fgviz.weights.sources`): each method's model is made of its tensors.
 
     Args:
         name: timm model name with its pretrained tag, with or without the ``timm:`` prefix.
         method: a method whose `backbone_family` is the checkpoint's family (default: the family's default).
         revision: branch, tag or commit of the timm repo to pin (default: main).
         config: its config.json, already read by `read_timm_config` (not read again).
+        device, dtype: where and in which precision the weights live.
 
     Returns:
-        The model in eval mode, ``weights_kind = "backbone"``, with a provenance saying it is not fine-tuned.
+        The model in eval mode, ``weights_kind = "backbone"``, with a provenance saying what it was trained on.
 
     Raises:
         WeightsError: download, format or architecture problems (the message names the spec and repo).
@@ -257,31 +274,69 @@ def load_timm_backbone(name: str, method: str | None = None, *, revision: str | 
     name = name.removeprefix("timm:")
     if method is not None and method not in METHODS:
         raise KeyError(f"unknown method {method!r}; available: {sorted(METHODS)}")
-    ckpt = fetch_timm_checkpoint(name, revision, config=config)
-    src = build_timm_model(ckpt)
-    chosen = _choose(name, family(src), method)
-    if ckpt.num_classes < 1:
+    info = config if config is not None else read_timm_config(name, revision)
+    if info.num_classes < 1:
         raise WeightsError(
             f"timm:{name} has no classifier head (num_classes=0): backbone mode needs one; use it for training "
             "initialisation (fgviz.weights.timm_backbones.init_from_timm) instead"
         )
+    key = source_key(info, revision, device, dtype)
+    source = sources.shared(key, lambda: build_timm_model(fetch_timm_checkpoint(name, revision, config=info)).to(
+        device=device, dtype=dtype))
+    chosen = _choose(name, family(source.module), method)
     try:
-        model = chosen.from_timm(src, ckpt.labels, ckpt.pretrained_cfg)
+        model = chosen.from_timm(source.module, info.labels, info.pretrained_cfg)
     except ConversionError as e:
         raise WeightsError(f"timm:{name} as {chosen.title}: {e}") from None
-    cfg = ckpt.pretrained_cfg
     model.weights_kind = "backbone"
     model.name = f"timm:{name}"
-    model.provenance = {
-        "description": f"ImageNet backbone, not fine-tuned for {chosen.title}: {ckpt.repo_id} ({ckpt.architecture}) "
-        f"wrapped as {type(model).__name__}; {chosen.backbone_note()}.",
+    model.provenance = timm_provenance(info, chosen, type(model).__name__, revision)
+    return sources.hold(model.eval(), source)
+
+
+def source_key(info: TimmConfig, revision: str | None, device: str | torch.device, dtype: torch.dtype) -> tuple:
+    """What names one loaded checkpoint in `fgviz.weights.sources`: repo, commit (else the revision asked for),
+    device and dtype."""
+    return ("timm", info.repo_id, info.commit or revision or "main", str(torch.device(device)), str(dtype))
+
+
+def timm_provenance(info: TimmConfig, chosen: Method, class_name: str, revision: str | None) -> dict[str, Any]:
+    """What a column says about a wrapped timm checkpoint: the repo and revision, its training data, its licence."""
+    cfg = info.pretrained_cfg
+    tag = info.name.partition(".")[2]
+    return {
+        "description": f"{info.repo_id} ({info.architecture}) wrapped as {class_name}, not fine-tuned for "
+        f"{chosen.title}; {chosen.backbone_note()}.",
         "weights_kind": "backbone",
-        "source": f"https://huggingface.co/{ckpt.repo_id}" + (f"@{revision}" if revision else ""),
-        "architecture": ckpt.architecture,
-        "license": cfg.get("license", "see the source repo"),
-        "dataset": "ImageNet" + (f" ({cfg['tag']})" if cfg.get("tag") else ""),
+        "source": f"https://huggingface.co/{info.repo_id}",
+        "repo": info.repo_id,
+        "revision": info.commit or revision or "main",
+        "architecture": info.architecture,
+        "license": str(cfg.get("license") or "see the source repo"),
+        "dataset": training_data(tag, info.num_classes),
     }
-    return model.eval()
+
+
+# Pretrained tags of timm's Hub names and the data they mean, most specific first (the last dataset in a tag is the
+# one the classifier was trained on: laion2b_ft_augreg_inat21 = CLIP LAION-2B weights fine-tuned on iNaturalist 2021).
+TAG_DATASETS = (
+    ("inat21", "iNaturalist 2021 (10,000 species)"),
+    ("in12k_in1k", "ImageNet-1k (after ImageNet-12k)"),
+    ("in22k_in1k", "ImageNet-1k (after ImageNet-22k)"),
+    ("in21k_ft_in1k", "ImageNet-1k (after ImageNet-21k)"),
+    ("in1k", "ImageNet-1k"),
+    ("in12k", "ImageNet-12k"),
+    ("in22k", "ImageNet-22k"),
+    ("in21k", "ImageNet-21k"),
+)
+
+
+def training_data(tag: str, num_classes: int) -> str:
+    """The classifier's training data named by a timm pretrained tag ("ImageNet-1k", "iNaturalist 2021 ...")."""
+    for key, name in TAG_DATASETS:
+        if key in tag:
+            return name
+    return f"{tag or 'untagged'} ({num_classes} classes)"
 
 
 def init_from_timm(model: FineGrainedModel, name: str) -> list[str]:

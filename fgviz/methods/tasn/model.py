@@ -18,16 +18,22 @@ Deviations from the MXNet code, all documented (README, "Deviations"):
 - The sampler follows the op's clipping; its inverse CDF counts every pixel and spans the first to the last pixel
   centre (`sampler_variant="mxnet"`: the op's grid exactly, see fgviz.core.sampling).
 - Input normalisation is ImageNet mean/std (MXNet: mean subtraction in 0-255 units, no std).
+- Extension: a ConvNeXt trunk (`trunk="convnext"`, for backbone mode on fine-grained ConvNeXt checkpoints such as
+  timm's iNaturalist 2021 ones). The attention net is the ConvNeXt at output stride 16 (its last stage dilated, as
+  timm's `output_stride` does, so the pretrained weights compute the same features on a finer grid: 28x28 at 448 px);
+  its features end in a residual sum rather than a ReLU, so the trilinear attention takes their positive part; the
+  attention net's logits are the ConvNeXt's own head on its features.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.models.convnext import ConvNeXt
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
@@ -42,6 +48,10 @@ from fgviz.core.sampling import (
 from fgviz.methods.base import FineGrainedModel, ModelConfig, check_int, softmax_np, to_numpy
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+TRUNKS = ("resnet", "convnext")
+# ConvNeXt arguments a config may carry (timm's ConvNeXt; what `fgviz.methods.tasn.weights.convnext_args` reads)
+CONVNEXT_ARGS = {"depths", "dims", "kernel_sizes", "ls_init_value", "head_hidden_size", "head_norm_first",
+                 "conv_mlp", "conv_bias", "use_grn", "norm_eps"}
 
 
 @dataclass
@@ -60,6 +70,8 @@ class TASNConfig(ModelConfig):
     dense: float = 4.0  # sampler density cap, x uniform
     iters: int = 5  # sampler clip-and-redistribute iterations
     sampler_variant: str = "tasn"  # "tasn" (official clipping, fixed CDF) or "mxnet" (the op's grid and filter)
+    trunk: str = "resnet"  # both networks: "resnet" (the att_*/backbone_* fields) or "convnext" (`convnext`)
+    convnext: dict[str, Any] = field(default_factory=dict)  # timm ConvNeXt arguments (CONVNEXT_ARGS) for "convnext"
 
     def validate(self) -> None:
         super().validate()
@@ -85,6 +97,10 @@ class TASNConfig(ModelConfig):
             raise ValueError(f"dense={self.dense} outside [1, 64]")
         if not 0.0 < self.gamma <= 1000.0:
             raise ValueError(f"gamma={self.gamma} outside (0, 1000]")
+        if self.trunk not in TRUNKS:
+            raise ValueError(f"trunk must be one of {TRUNKS}, got {self.trunk!r}")
+        if self.trunk == "convnext":
+            check_convnext(self.convnext)
 
 
 def tasn_maps(X: torch.Tensor, size: tuple[int, int], *, detail_channel: int | str | torch.Tensor | None,
@@ -159,6 +175,26 @@ def attention_resnet(layers: tuple[int, ...], channels: tuple[int, ...], block: 
     return net
 
 
+def check_convnext(args: dict[str, Any]) -> None:
+    """Bounds of a ConvNeXt config (checked before anything is allocated)."""
+    unknown = sorted(set(args) - CONVNEXT_ARGS)
+    if unknown:
+        raise ValueError(f"unknown ConvNeXt arguments {unknown}; known: {sorted(CONVNEXT_ARGS)}")
+    depths, dims = list(args.get("depths", ())), list(args.get("dims", ()))
+    if len(depths) != 4 or len(dims) != 4:
+        raise ValueError(f"a ConvNeXt needs 4 depths and 4 dims, got {depths}, {dims}")
+    for d in depths:
+        check_int("depths", d, 1, 64)
+    for d in dims:
+        check_int("dims", d, 1, 4096)
+
+
+def convnext_trunk(args: dict[str, Any], output_stride: int = 32) -> ConvNeXt:
+    """A timm ConvNeXt without a classifier (its head keeps the pooling, norm and MLP: pre-logit features)."""
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
+    return ConvNeXt(num_classes=0, output_stride=output_stride, **kw)
+
+
 class TASN(FineGrainedModel):
     method = "tasn"
     config_class = TASNConfig
@@ -166,15 +202,19 @@ class TASN(FineGrainedModel):
     def __init__(self, config: TASNConfig, pretrained_cfg: Any = None) -> None:
         super().__init__(config, pretrained_cfg)
         c = config
-        self.att_net = attention_resnet(c.att_layers, c.att_channels, c.att_block)
-        C = self.att_net.num_features
+        if c.trunk == "convnext":  # one architecture for both networks; the attention net's last stage dilated
+            self.att_net = convnext_trunk(c.convnext, output_stride=16)
+            self.backbone = convnext_trunk(c.convnext)
+            C, F_dim = self.att_net.num_features, self.backbone.head_hidden_size
+        else:
+            self.att_net = attention_resnet(c.att_layers, c.att_channels, c.att_block)
+            self.backbone = ResNet(
+                BLOCKS[c.backbone_block], c.backbone_layers, channels=c.backbone_channels, num_classes=0
+            )
+            C, F_dim = self.att_net.num_features, self.backbone.num_features
         self.att_head = MultiDilation(C) if c.att_head == "multi_dilation" else nn.Identity()
-        self.att_bn = nn.BatchNorm2d(C)
-        self.att_fc = nn.Linear(C, c.num_classes)
-        self.backbone = ResNet(
-            BLOCKS[c.backbone_block], c.backbone_layers, channels=c.backbone_channels, num_classes=0
-        )
-        F_dim = self.backbone.num_features
+        self.att_bn = nn.BatchNorm2d(C) if c.trunk == "resnet" else nn.Identity()
+        self.att_fc = nn.Linear(F_dim if c.trunk == "convnext" else C, c.num_classes)
         self.fc1 = nn.Linear(F_dim, c.num_classes)  # part net (detail image)
         self.fc2 = nn.Linear(F_dim, c.num_classes)  # master net (structure image)
         self.fc = nn.Linear(F_dim, c.num_classes)  # shared: final prediction on the structure image
@@ -183,7 +223,11 @@ class TASN(FineGrainedModel):
         """x (B, 3, H, W) -> (X (B, C, h, w) feature maps for the trilinear attention, att-net logits (B, classes))."""
         s = self.config.att_size
         small = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=True)  # (B, 3, s, s): BilinearResize2D
-        X = self.att_head(self.att_net.forward_features(small))  # (B, C, s/8, s/8)
+        feats = self.att_net.forward_features(small)  # (B, C, h, w): s/8 (ResNet), s/16 (ConvNeXt)
+        if self.config.trunk == "convnext":  # features end in a residual sum: their positive part, as after a ReLU
+            X = self.att_head(F.relu(feats))  # (B, C, h, w)
+            return X, self.att_fc(self.att_net.forward_head(feats, pre_logits=True))  # the ConvNeXt's own head
+        X = self.att_head(feats)  # (B, C, h, w)
         logits = self.att_fc(F.relu(self.att_bn(X)).mean(dim=(2, 3)))  # (B, classes)
         return X, logits
 

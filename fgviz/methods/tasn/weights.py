@@ -4,11 +4,12 @@ The official recipe starts both networks from MXNet ImageNet ResNets (pre-activa
 net from a ResNet-18 with TASN's output-stride-8 strides, the part/master backbone from a ResNet-50; the heads are
 new. `init_from_timm` copies a timm ResNet into whichever of the two has its architecture.
 
-Backbone mode wraps one timm ImageNet ResNet as TASN: the backbone (both sampled images) is the pretrained ResNet and
-its ``fc`` is the shared ``fc`` (the prediction) and also ``fc1``/``fc2``; the attention net is the *same* ResNet
-with TASN's strides, its multi-dilation head the identity (``att_head="identity"``) and the attention BN the
-identity, ``att_fc`` = ``fc``. So the trilinear maps come from honest ImageNet features rather than from a random,
-untrained attention head.
+Backbone mode wraps one timm ResNet or ConvNeXt as TASN: the backbone (both sampled images) is the pretrained network
+and its classifier is the shared ``fc`` (the prediction) and also ``fc1``/``fc2``/``att_fc``; the attention net is
+the *same* network with TASN's output stride (a ResNet with strides 1, 1, 2, 1; a ConvNeXt with its last stage
+dilated), its multi-dilation head the identity (``att_head="identity"``) and, for a ResNet, the attention BN the
+identity. So the trilinear maps come from honest pretrained features rather than from a random, untrained attention
+head. Every one of those modules is made of the checkpoint's own tensors: one copy in memory.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from timm.layers import GlobalResponseNormMlp, NormMlpClassifierHead
+from timm.models.convnext import ConvNeXt
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
-from fgviz.methods.backbones.adapt import pretrained_from_timm, same_modules
+from fgviz.methods.backbones.adapt import check_filled, pretrained_from_timm, same_modules, share_state
 from fgviz.methods.base import MAX_IMG_SIDE, ConversionError
-from fgviz.methods.tasn.model import BLOCKS, TASN, MultiDilation, TASNConfig
+from fgviz.methods.tasn.model import BLOCKS, TASN, MultiDilation, TASNConfig, convnext_trunk
 
 IMG_RATIO = 512 / 224  # TASN samples 224-px images out of a 512-px input; backbone mode keeps that zoom headroom
 
@@ -63,33 +66,76 @@ def identity_attention_head(model: TASN) -> None:
         elif not isinstance(head, nn.Identity):
             raise ConversionError(f"cannot make a {type(head).__name__} attention head the identity")
         bn = model.att_bn
+        if isinstance(bn, nn.Identity):  # a ConvNeXt trunk has none
+            return
         bn.weight.fill_(1.0)
         bn.bias.zero_()
         bn.running_mean.zero_()
         bn.running_var.fill_(1.0 - bn.eps)  # (x - 0) / sqrt(1 - eps + eps) = x
 
 
+def convnext_args(net: nn.Module, what: str) -> dict[str, Any]:
+    """`TASNConfig.convnext` of a plain timm ConvNeXt (patch stem, linear classifier); raises for other variants."""
+    if not isinstance(net, ConvNeXt):
+        raise ConversionError(f"{what}: needs a timm ConvNeXt, got {type(net).__name__}")
+    blocks = [stage.blocks[0] for stage in net.stages]
+    head = net.head
+    if not isinstance(getattr(head, "fc", None), nn.Linear):
+        raise ConversionError(f"{what}: needs a linear classifier (head.fc), the checkpoint has none")
+    hidden = head.pre_logits.fc.out_features if isinstance(head, NormMlpClassifierHead) and hasattr(
+        head.pre_logits, "fc") else None
+    args = {
+        "depths": [len(stage.blocks) for stage in net.stages],
+        "dims": [int(b.conv_dw.in_channels) for b in blocks],
+        "kernel_sizes": [int(b.conv_dw.kernel_size[0]) for b in blocks],
+        "ls_init_value": 1e-6 if blocks[0].gamma is not None else None,  # its value is the checkpoint's gamma
+        "head_hidden_size": hidden,
+        "head_norm_first": not isinstance(net.norm_pre, nn.Identity),
+        "conv_mlp": isinstance(blocks[0].mlp.fc1, nn.Conv2d),
+        "conv_bias": blocks[0].conv_dw.bias is not None,
+        "use_grn": isinstance(blocks[0].mlp, GlobalResponseNormMlp),
+        "norm_eps": float(net.stem[1].eps),
+    }
+    with torch.device("meta"):
+        ref = convnext_trunk(args)
+    same_modules(net, ref, ("stem", "stages", "norm_pre"), what)
+    same_modules(net.head, ref.head, ("global_pool", "norm", "pre_logits"), what)
+    return args
+
+
 def from_timm(src: nn.Module, labels: list[str], pretrained_cfg: dict[str, Any]) -> TASN:
-    """Backbone mode (module doc)."""
-    what = "timm ResNet as TASN"
-    block, layers, channels = resnet_signature(src, what)
-    if not isinstance(src.fc, nn.Linear):
-        raise ConversionError(f"{what}: needs a linear classifier (fc), the checkpoint has none")
+    """Backbone mode (module doc), made of `src`'s tensors."""
     side = int(pretrained_cfg.get("input_size", (3, 224, 224))[-2])
     big = min(round(side * IMG_RATIO), MAX_IMG_SIDE)
-    cfg = TASNConfig(num_classes=int(src.fc.out_features), img_size=(big, big), att_size=side, out_size=side,
-                     att_block=block, att_layers=layers, att_channels=channels, att_head="identity",
-                     backbone_block=block, backbone_layers=layers, backbone_channels=channels)
-    model = TASN(cfg, pretrained_from_timm(labels, pretrained_cfg))
+    sizes = dict(img_size=(big, big), att_size=side, out_size=side, att_head="identity")
     state = src.state_dict()
-    trunk = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    fc = {k[len("fc.") :]: v for k, v in state.items() if k.startswith("fc.")}
-    with torch.no_grad():
-        model.backbone.load_state_dict(trunk, strict=True)
-        model.att_net.load_state_dict(trunk, strict=True)  # same weights, TASN's output-stride-8 strides
-        for head in (model.fc, model.fc1, model.fc2, model.att_fc):
-            head.load_state_dict(fc, strict=True)
+    if isinstance(src, ConvNeXt):
+        what = "timm ConvNeXt as TASN"
+        cfg = TASNConfig(num_classes=int(src.head.fc.out_features) if isinstance(getattr(src.head, "fc", None),
+                                                                                  nn.Linear) else 1,
+                         trunk="convnext", convnext=convnext_args(src, what), **sizes)
+        fc_prefix = "head.fc."
+    else:
+        what = "timm ResNet as TASN"
+        block, layers, channels = resnet_signature(src, what)
+        if not isinstance(src.fc, nn.Linear):
+            raise ConversionError(f"{what}: needs a linear classifier (fc), the checkpoint has none")
+        cfg = TASNConfig(num_classes=int(src.fc.out_features), att_block=block, att_layers=layers,
+                         att_channels=channels, backbone_block=block, backbone_layers=layers,
+                         backbone_channels=channels, **sizes)
+        fc_prefix = "fc."
+    with torch.device("meta"):
+        model = TASN(cfg, pretrained_from_timm(labels, pretrained_cfg))
+    trunk = {k: v for k, v in state.items() if not k.startswith(fc_prefix)}
+    fc = {k[len(fc_prefix):]: v for k, v in state.items() if k.startswith(fc_prefix)}
+    share_state(model.backbone, trunk, what)
+    share_state(model.att_net, trunk, what)  # the same tensors at TASN's output stride
+    for head in (model.fc, model.fc1, model.fc2, model.att_fc):
+        share_state(head, fc, what)
+    weight = next(iter(trunk.values()))
+    model.att_bn.to_empty(device=weight.device)  # TASN's own (identity) BN: no checkpoint tensor
     identity_attention_head(model)
+    check_filled(model, what)
     return model
 
 
