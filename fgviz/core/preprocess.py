@@ -7,6 +7,7 @@ model saw (same resize, same crop), so every overlay lines up with the input by 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -17,19 +18,28 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+CROP_MODES = ("squash", "center")
+INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+
+
 @dataclass(frozen=True)
 class Preprocess:
-    """Resize the whole image to `img_size / crop_pct` (aspect not kept, as TransFG's Resize((600, 600))), then
-    centre-crop `img_size`, then normalise.
+    """Resize, centre-crop `img_size`, normalise; `crop_mode` says how the resize treats the aspect ratio.
 
-    TransFG and RAMS-Trans test: Resize((600, 600)) -> CenterCrop(448), i.e. crop_pct = 448/600. TASN test: shorter
-    side 512 then a 512 centre crop; we resize both sides instead (the demo data is square), a documented deviation.
+    - "squash" (fgviz's models): the whole image to round(`img_size / crop_pct`), aspect not kept, as TransFG's
+      Resize((600, 600)) -> CenterCrop(448) (crop_pct = 448/600) and the transformers ViT processors (crop_pct 1).
+      TASN's test resizes the shorter side to 512 and centre-crops; fgviz resizes both sides (the demo data is
+      square), a documented deviation.
+    - "center" (timm's eval transform, for timm checkpoints): the shorter side to floor(`img_size / crop_pct`),
+      aspect kept, then the centre crop (torchvision's rounding), with the checkpoint's `interpolation`.
     """
 
     img_size: tuple[int, int] = (448, 448)  # (H, W)
     crop_pct: float = 1.0
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    crop_mode: str = "squash"
+    interpolation: str = "bilinear"
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -41,16 +51,43 @@ class Preprocess:
             crop_pct=float(d.get("crop_pct", 1.0)),
             mean=tuple(d.get("mean", IMAGENET_MEAN)),
             std=tuple(d.get("std", IMAGENET_STD)),
+            crop_mode=d.get("crop_mode", "squash"),
+            interpolation=d.get("interpolation", "bilinear"),
         )
+
+    def __post_init__(self) -> None:
+        if self.crop_mode not in CROP_MODES:
+            raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {self.crop_mode!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {self.interpolation!r}")
+
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) an image of `height` x `width` is resized to before the centre crop."""
+        H, W = self.img_size
+        if self.crop_mode == "squash":
+            return round(H / self.crop_pct), round(W / self.crop_pct)
+        sh, sw = math.floor(H / self.crop_pct), math.floor(W / self.crop_pct)  # timm's scale_size
+        if sh != sw:  # torchvision Resize((h, w)): both sides
+            return sh, sw
+        if height <= width:  # torchvision Resize(int): the shorter side, the longer one truncated
+            return sh, int(sh * width / height)
+        return int(sh * height / width), sh
+
+    def crop_origin(self, rh: int, rw: int) -> tuple[int, int]:
+        """(top, left) of the centre crop in the resized image."""
+        H, W = self.img_size
+        if self.crop_mode == "squash":
+            return (rh - H) // 2, (rw - W) // 2
+        return round((rh - H) / 2.0), round((rw - W) / 2.0)  # torchvision's CenterCrop (round half to even)
 
     def display(self, image: Image.Image | np.ndarray) -> np.ndarray:
         """The (H, W, 3) uint8 pixels the model sees."""
         pil = to_pil(image)
         H, W = self.img_size
-        rh, rw = round(H / self.crop_pct), round(W / self.crop_pct)
+        rh, rw = self.resized_size(pil.height, pil.width)
         if (pil.height, pil.width) != (rh, rw):
-            pil = pil.resize((rw, rh), Image.BILINEAR)
-        top, left = (rh - H) // 2, (rw - W) // 2
+            pil = pil.resize((rw, rh), INTERPOLATIONS[self.interpolation])
+        top, left = self.crop_origin(rh, rw)
         return np.asarray(pil.crop((left, top, left + W, top + H)), dtype=np.uint8).copy()
 
     def normalize(self, display: np.ndarray) -> torch.Tensor:

@@ -89,6 +89,8 @@ class PretrainedCfg(_Record):
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     crop_pct: float = 1.0
+    crop_mode: str = "squash"  # "squash" (fgviz, transformers ViT processors) or "center" (timm: aspect kept)
+    interpolation: str = "bilinear"  # the resize: "bilinear" or "bicubic" (most timm checkpoints)
 
     def __post_init__(self) -> None:
         self.labels = tuple(str(s) for s in self.labels)
@@ -101,6 +103,7 @@ class PretrainedCfg(_Record):
             raise ValueError(f"crop_pct={self.crop_pct} outside [0.1, 1]")
         if len(self.labels) > MAX_CLASSES:
             raise ValueError(f"more than {MAX_CLASSES} labels")
+        Preprocess(crop_mode=self.crop_mode, interpolation=self.interpolation)  # raises for unknown values
 
     def for_classes(self, num_classes: int) -> PretrainedCfg:
         """This record with one label per class (`class_i` when it names none); refuses a wrong count."""
@@ -131,7 +134,8 @@ class FineGrainedModel(nn.Module):
     @property
     def preprocess(self) -> Preprocess:
         p = self.pretrained_cfg
-        return Preprocess(img_size=self.config.img_size, crop_pct=p.crop_pct, mean=p.mean, std=p.std)
+        return Preprocess(img_size=self.config.img_size, crop_pct=p.crop_pct, mean=p.mean, std=p.std,
+                          crop_mode=p.crop_mode, interpolation=p.interpolation)
 
     @property
     def labels(self) -> tuple[str, ...]:

@@ -40,14 +40,17 @@ def same_modules(src: nn.Module, dst: nn.Module, names: tuple[str, ...], what: s
 
 
 def pretrained_from_timm(labels: list[str], cfg: dict[str, Any]) -> PretrainedCfg:
-    """A `PretrainedCfg` from a timm checkpoint's pretrained_cfg (mean/std/crop_pct) and its class names."""
+    """A `PretrainedCfg` from a timm checkpoint's pretrained_cfg (mean/std, crop_pct, crop mode, interpolation) and
+    its class names: the preprocessing timm's eval transform applies to it."""
+    interpolation = str(cfg.get("interpolation", "bicubic"))
     return PretrainedCfg(
         labels=tuple(labels),
         mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
         std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
         crop_pct=min(max(float(cfg.get("crop_pct", 1.0)), 0.1), 1.0),
+        crop_mode="squash" if cfg.get("crop_mode") == "squash" else "center",
+        interpolation=interpolation if interpolation in ("bilinear", "bicubic") else "bicubic",
     )
-
 
 
 def share_state(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
