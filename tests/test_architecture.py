@@ -129,7 +129,8 @@ def test_a_method_is_one_folder_plus_a_registry_line() -> None:
     for m, p in MODULES.items():
         if LAYERS.index(layer_of(m)) <= LAYERS.index("methods") or m == "fgviz.bench":
             continue  # fgviz.bench times the published models by name at their paper sizes
-        text = p.read_text()
+        # lines about transformers' model_type ("vit", "deit"...) name another library's models, not fgviz methods
+        text = "\n".join(line for line in p.read_text().splitlines() if "model_type" not in line)
         offenders += [f"{m}: {n}" for n in names if n in text]
     text = (ROOT / "app.py").read_text()
     offenders += [f"app.py: {n}" for n in names if n in text]

@@ -457,7 +457,7 @@ def test_unknown_repo_revision_and_file_give_clear_errors(hf_env, serve, repo_fi
         hub.load("fgviz-test/nope", device="cpu")
     with pytest.raises(WeightsError, match=rf"{REPO}@v9: repo '{REPO}' at revision 'v9' on .*: no such revision"):
         hub.load(f"{REPO}@v9", device="cpu")
-    with pytest.raises(WeightsError, match=r"has no config\.json: not an fgviz model repo"):
+    with pytest.raises(WeightsError, match=r"has no config\.json: not a model repo fgviz reads"):
         hub.load("fgviz-test/not-a-model", device="cpu")
 
 
@@ -477,7 +477,7 @@ def test_repo_with_only_a_pickle_is_refused_without_downloading_it(hf_env, serve
     with pytest.raises(WeightsError, match=r"fgviz-test/pickled: repo 'fgviz-test/pickled' has no model\.safetensors; "
                                            r"fgviz loads safetensors only and never unpickles"):
         hub.load("fgviz-test/pickled", device="cpu")
-    with pytest.raises(WeightsError, match=r"has no config\.json: not an fgviz model repo .* never loads pickles"):
+    with pytest.raises(WeightsError, match=r"has no config\.json: not a model repo fgviz reads .* never loads pickles"):
         hub.load("fgviz-test/pickle-only", device="cpu")
     assert server.requests(filename="pytorch_model.bin") == []
     assert not marker.exists()

@@ -437,7 +437,7 @@ HUB_CASES = [
     ("e500", r"config\.json from repo 'fgviz-test/e500' .* could not be used: HTTP 500"),
     ("cut", r"downloading model\.safetensors from repo 'fgviz-test/cut' .* failed"),
     ("nope", r"repo 'fgviz-test/nope' on .* does not exist \(or is private or gated: set HF_TOKEN\)"),
-    ("pickle-only", r"has no config\.json: not an fgviz model repo .* fgviz never loads pickles"),
+    ("pickle-only", r"has no config\.json: not a model repo fgviz reads .* fgviz never loads pickles"),
     ("pickled", r"has no model\.safetensors; fgviz loads safetensors only and never unpickles a download"),
     ("corrupt", r"model\.safetensors is not a readable safetensors file \(corrupt or truncated\?\)"),
     ("hostile", r"invalid transfg config: num_classes=1000000000000 outside \[1, \d+\]"),
@@ -497,7 +497,8 @@ SPECS = [
     ("weights/transfg-birds-demo/../../fgviz", OUTSIDE),
     ("./fgviz", OUTSIDE),
     ("~", OUTSIDE),
-    ("file:///etc/passwd", "is neither a local folder, a registry name, org/name[@revision] nor timm:<name>"),
+    ("file:///etc/passwd", "is neither a local folder, a registry name, org/name[@revision][#method] nor "
+                           "timm:<name>[#method]"),
     ("org/name@../../etc", "is not a valid revision"),
     ("a|b", "invalid model spec"),
     ("x" * 1000, "invalid model spec"),

@@ -306,7 +306,7 @@ class Explorer:
         typed = not self.trusted(spec)
         if typed:
             self.policy.check(hub.parse_spec(spec, allowed_roots=self.allowed_roots), spec.strip())
-        model = hub.load(spec, device=self.device, method=method if spec.strip().startswith("timm:") else None,
+        model = hub.load(spec, device=self.device, method=method,
                          allowed_roots=self.allowed_roots, max_params=self.policy.max_params if typed else None,
                          admit=self._admit(client) if typed else None)
         if model.method != method:

@@ -184,6 +184,10 @@ class FineGrainedModel(nn.Module):
     def _explain(self, x: torch.Tensor, display: np.ndarray, **params: Any) -> dict[str, Any]:
         raise NotImplementedError
 
+    def plain_backbone(self) -> nn.Module | None:
+        """The timm network another method could wrap in backbone mode (`fgviz.load("...#method")`), if any."""
+        return getattr(self, "vit", None)
+
     def missed_targets(self) -> tuple[str, ...]:
         """The localisation targets its card (`fgviz.evaluate --update-card`) records as missed: the UI says that
         those figures are not evidence. Accuracy is not a localisation target and is left out."""

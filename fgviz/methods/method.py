@@ -81,6 +81,7 @@ class Method:
     model_class: ClassVar[type[FineGrainedModel]]
     backbone_family: ClassVar[str | None] = None  # timm checkpoints it wraps and pretrains: "ViT" | "ResNet" | None
     also_wraps: ClassVar[tuple[str, ...]] = ()  # further families backbone mode can wrap (TASN: "ConvNeXt")
+    wraps_as_is: ClassVar[bool] = False  # backbone mode is the checkpoint itself (the ViT baseline): not a wrapper
     default_for_family: ClassVar[bool] = False  # the method a bare timm:<name> of that family becomes
     overview_default: ClassVar[bool] = True  # a column of the Overview unless the user hides it
     has_attention: ClassVar[bool] = False  # its explanations store q/k: the Layers and heads tab applies

@@ -162,6 +162,44 @@ def hub_download(repo_id: str, filename: str, revision: str | None, *, what: str
         raise WeightsError(f"{what}: downloading {filename} from {where} failed: {_describe(e)}") from None
 
 
+def optional_file(repo_id: str, filename: str, revision: str | None, *, what: str,
+                  shown_revision: str | None = None) -> Path | None:
+    """`hub_download` of a file a repo may lack (a preprocessor config, a model card): None when it has none, or when
+    it cannot be had right now (the load goes on without it)."""
+    try:
+        return hub_download(repo_id, filename, revision, what=what, shown_revision=shown_revision)
+    except WeightsError:
+        return None
+
+
+CARD_FIELDS = ("license", "datasets", "base_model")
+
+
+def card_metadata(text: str) -> dict[str, Any]:
+    """`license`, `datasets` and `base_model` from a model card's YAML front matter (the subset model cards use:
+    ``key: value`` and ``key:`` followed by ``- item`` lines); absent fields are left out."""
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "---":
+        return {}
+    out: dict[str, Any] = {}
+    current = None
+    for line in lines[1:]:
+        if line.strip() == "---":
+            break
+        item = re.match(r"^\s*-\s*(.+?)\s*$", line)
+        if item and current in CARD_FIELDS:
+            out.setdefault(current, []).append(item.group(1).strip("'\""))
+            continue
+        pair = re.match(r"^([A-Za-z_][\w-]*):\s*(.*?)\s*$", line)
+        if pair:
+            current = pair.group(1)
+            if current in CARD_FIELDS and pair.group(2):
+                value = pair.group(2).strip("'\"")
+                out[current] = [v.strip(" '\"") for v in value.strip("[]").split(",")] if value.startswith("[") \
+                    else value
+    return out
+
+
 def push_to_hub(folder: str | Path, repo_id: str, *, token: str | None = None, private: bool = False,
                 commit_message: str = "Upload fgviz model") -> str:
     """Create `repo_id` if needed and upload a saved model folder; returns the commit URL."""

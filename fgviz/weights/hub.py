@@ -31,8 +31,9 @@ from typing import Any
 
 import torch
 
-from fgviz.methods import FineGrainedModel
-from fgviz.weights import sources
+from fgviz.methods import METHODS, FineGrainedModel
+from fgviz.methods.base import ConversionError
+from fgviz.weights import sources, transformers_vit
 from fgviz.weights.cache import Admit, ModelCache, max_bytes_from_env
 from fgviz.weights.download import COMMIT_RE, MissingFileError, check_repo_id, hub_download
 from fgviz.weights.format import (
@@ -133,6 +134,11 @@ def parse_spec(spec: str, *, allowed_roots: tuple[Path, ...] | None = None) -> S
         if not re.fullmatch(r"[\w.-]{1,120}", timm_name):
             raise WeightsError(f"invalid timm model name in {spec!r}")
         return Spec("timm", timm_name, method=method or None, registry=name)
+    method = None
+    if "#" in spec and not _local_candidate(spec).is_dir():  # org/name@rev#method, folder#method
+        spec, _, method = spec.rpartition("#")
+        if method not in METHODS:
+            raise WeightsError(f"unknown method {method!r} after '#'; known: {sorted(METHODS)}")
     candidate = _local_candidate(spec)
     if candidate.is_dir() or spec.startswith(("./", "../", "/", "~", "weights/")) or "\\" in spec:
         resolved = candidate.resolve()
@@ -140,52 +146,77 @@ def parse_spec(spec: str, *, allowed_roots: tuple[Path, ...] | None = None) -> S
         inside = allowed_roots is None or any(resolved.is_relative_to(r.resolve()) for r in allowed_roots)
         if name is None and not inside:
             raise WeightsError(f"local path {spec!r} is outside the allowed weights folders")
-        return Spec("local", str(resolved), registry=name)
+        return Spec("local", str(resolved), method=method, registry=name)
     repo, at, revision = spec.partition("@")
     if repo.count("/") != 1:
-        raise WeightsError(f"{spec!r} is neither a local folder, a registry name, org/name[@revision] nor timm:<name>")
+        raise WeightsError(f"{spec!r} is neither a local folder, a registry name, org/name[@revision][#method] nor "
+                           "timm:<name>[#method]")
     check_repo_id(repo, revision if at else None, spec=spec)
-    return Spec("hub", repo, revision=revision or None, registry=name)
+    return Spec("hub", repo, revision=revision or None, method=method, registry=name)
 
 
-def _hub_config(repo_id: str, revision: str | None, what: str) -> tuple[Path, str | None]:
-    """config.json of a Hub repo (validated) and the commit it came from (None when the cache layout does not
-    say; then the revision is used as given)."""
+def _hub_config(repo_id: str, revision: str | None, what: str) -> tuple[Path, str | None, str]:
+    """config.json of a Hub repo (validated), the commit it came from (None when the cache layout does not say; then
+    the revision is used as given) and its layout: "fgviz" or "transformers"."""
     try:
         config_path = hub_download(repo_id, CONFIG_NAME, revision, what=what)
     except MissingFileError as e:
-        raise WeightsError(f"{e}: not an fgviz model repo (one holds {CONFIG_NAME} + {WEIGHTS_NAME}, written by "
-                           "fgviz.weights.save_model; fgviz never loads pickles such as pytorch_model.bin)"
+        raise WeightsError(f"{e}: not a model repo fgviz reads (fgviz's own {CONFIG_NAME} + {WEIGHTS_NAME}, or a "
+                           "transformers ViT classifier; fgviz never loads pickles such as pytorch_model.bin)"
                            ) from None
-    read_config(config_path)  # fail on a bad config before downloading the weights
+    if transformers_vit.is_transformers_config(transformers_vit.read_json(config_path, what)):
+        transformers_vit.check_config(transformers_vit.read_json(config_path, what), what)  # before the weights
+        layout = "transformers"
+    else:
+        read_config(config_path)  # fail on a bad config before downloading the weights
+        layout = "fgviz"
     commit = config_path.parent.name  # the snapshot folder of the HF cache is named by the commit
-    return config_path, commit if COMMIT_RE.fullmatch(commit) else None
+    return config_path, commit if COMMIT_RE.fullmatch(commit) else None, layout
 
 
 def _hub_weights(repo_id: str, config_path: Path, pinned: str | None, revision: str | None,
                  what: str) -> FineGrainedModel:
-    try:
-        weights_path = hub_download(repo_id, WEIGHTS_NAME, pinned, what=what, shown_revision=revision)
-    except MissingFileError:
-        raise WeightsError(
-            f"{what}: repo {repo_id!r} has no {WEIGHTS_NAME}; fgviz loads safetensors only and never unpickles "
-            "a download (a pytorch_model.bin must be converted to safetensors by its author)"
-        ) from None
+    weights_path = transformers_vit.weights_file(repo_id, pinned, revision, what)
     return load_checkpoint(config_path, weights_path)
 
 
 def load_hub(repo_id: str, revision: str | None = None, *, what: str | None = None,
              max_params: int | None = None) -> FineGrainedModel:
-    """Download config.json + model.safetensors of a Hub repo (through the cache) and load them strictly.
+    """Download config.json + model.safetensors of an fgviz Hub repo (through the cache) and load them strictly.
 
     The weights are fetched at the commit the config came from, so a branch that moves in between cannot pair
     one commit's config with another's weights. A config describing more than `max_params` parameters is refused
-    before the weights are downloaded.
+    before the weights are downloaded. (`load` reads transformers repos too.)
     """
     what = what or repo_id + (f"@{revision}" if revision else "")
-    config_path, commit = _hub_config(repo_id, revision, what)
+    config_path, commit, layout = _hub_config(repo_id, revision, what)
+    if layout != "fgviz":
+        raise WeightsError(f"{what} is a {layout} repo: load it with fgviz.load")
     check_params(parameter_count(read_config(config_path)), max_params, what)
     return _hub_weights(repo_id, config_path, commit or revision, revision, what)
+
+
+def as_method(source: sources.Source, method: str | None, what: str) -> FineGrainedModel:
+    """The fgviz checkpoint of `source` as `method`: itself, or (`#method` naming another method) its plain ViT
+    wrapped as that method in backbone mode, made of the same tensors."""
+    model = source.module
+    if method is None or method == model.method:
+        return sources.hold(model, source)
+    chosen = METHODS[method]
+    net = model.plain_backbone()
+    try:
+        if net is None:
+            raise ConversionError("backbone mode wraps a plain network, and this model has none")
+        p = model.pretrained_cfg
+        wrapped = chosen.from_timm(net, list(p.labels), {"mean": p.mean, "std": p.std, "crop_pct": p.crop_pct,
+                                                         "crop_mode": p.crop_mode, "interpolation": p.interpolation})
+    except (ConversionError, NotImplementedError) as e:
+        raise WeightsError(f"{what}: a {METHODS[model.method].title} checkpoint cannot be shown as {chosen.title}: "
+                           f"{e}") from None
+    wrapped.provenance = {**model.provenance, "description": f"the {model.method} checkpoint's ViT wrapped as "
+                          f"{chosen.title}, not trained for it; {chosen.backbone_note()}."}
+    wrapped.weights_kind = "backbone"
+    return sources.hold(wrapped.eval(), source)
 
 
 def default_device() -> torch.device:
@@ -240,37 +271,65 @@ def _plan(parsed: Spec, spec: str, dev: torch.device, dtype: torch.dtype, method
         check_params(n, max_params, spec)
         return n * width
 
-    def finish(model: FineGrainedModel, kind: str) -> FineGrainedModel:
-        model.weights_kind = kind
+    def finish(model: FineGrainedModel, kind: str | None) -> FineGrainedModel:
+        if kind is not None:
+            model.weights_kind = kind
         model.name = spec
         return model.to(dev, dtype=dtype).eval()
 
     if parsed.kind == "local":
         folder = Path(parsed.value)
-        key = ("local", parsed.value, _file_stamp(folder), where, dt)
+        stamp = _file_stamp(folder)
+        key = ("local", parsed.value, stamp, parsed.method, where, dt)
+        source_key = ("local", parsed.value, stamp, where, dt)
 
         def resolve_local():
             config = folder / CONFIG_NAME
             estimate = sized(parameter_count(read_config(config))) if config.is_file() else 0  # else: load_folder says
 
             def build() -> FineGrainedModel:
-                model = load_folder(folder)
-                return finish(model, model.provenance.get("weights_kind", "local"))
+                def load() -> FineGrainedModel:
+                    model = load_folder(folder)
+                    model.weights_kind = model.provenance.get("weights_kind", "local")
+                    return model.to(dev, dtype=dtype)
 
-            return key, build, estimate
+                model = as_method(sources.shared(source_key, load), parsed.method, spec)
+                return finish(model, model.weights_kind)
+
+            return key, build, 0 if sources.resident(source_key) else estimate
 
         return key, resolve_local
     if parsed.kind == "hub":
         rev = parsed.revision
-        key = ("hub", parsed.value, rev, where, dt) if rev and COMMIT_RE.fullmatch(rev) else \
-            ("hub ref", parsed.value, rev, where, dt)
+        asked = parsed.method or method  # transformers repos take the column's method; fgviz ones are their own
+        key = ("hub", parsed.value, rev, asked, where, dt) if rev and COMMIT_RE.fullmatch(rev) else \
+            ("hub ref", parsed.value, rev, asked, where, dt)
 
         def resolve_hub():
-            config_path, commit = _hub_config(parsed.value, rev, spec)
-            estimate = sized(parameter_count(read_config(config_path)))
-            target = ("hub", parsed.value, commit, where, dt) if commit else key
-            return target, lambda: finish(_hub_weights(parsed.value, config_path, commit or rev, rev, spec),
-                                          "hub"), estimate
+            config_path, commit, layout = _hub_config(parsed.value, rev, spec)
+            pinned = commit or rev
+            if layout == "transformers":
+                info = transformers_vit.check_config(transformers_vit.read_json(config_path, spec), spec)
+                estimate = sized(transformers_vit.parameter_count(info))
+                source_key = transformers_vit.source_key(parsed.value, pinned, dev, dtype)
+                chosen = asked or transformers_vit.default_method()
+                build = lambda: finish(transformers_vit.load_repo(  # noqa: E731
+                    parsed.value, info, pinned, rev, chosen, what=spec, device=dev, dtype=dtype), None)
+            else:
+                estimate = sized(parameter_count(read_config(config_path)))
+                source_key = ("hub", parsed.value, pinned, where, dt)
+                chosen = parsed.method
+
+                def load() -> FineGrainedModel:
+                    model = _hub_weights(parsed.value, config_path, pinned, rev, spec)
+                    model.weights_kind = "hub"
+                    return model.to(dev, dtype=dtype)
+
+                build = lambda: finish(as_method(sources.shared(source_key, load), chosen, spec), None)  # noqa: E731
+            if sources.resident(source_key):
+                estimate = 0  # another method of this checkpoint holds its weights: this one adds none
+            target = ("hub", parsed.value, commit, chosen, where, dt) if commit else key
+            return target, build, estimate
 
         return key, resolve_hub
 
@@ -332,5 +391,6 @@ def load(
 
 
 def clear_cache() -> None:
-    """Forget every loaded model (tests; an operator freeing memory)."""
+    """Forget every loaded model and checkpoint (tests; an operator freeing memory)."""
     MODELS.clear()
+    sources.clear()

@@ -60,3 +60,10 @@ def hold(model: nn.Module, source: Source) -> nn.Module:
     """`model` is made of `source`'s tensors: it keeps the source (and so the registry entry) alive."""
     model.__dict__["shared_source"] = source  # a plain attribute, not a submodule: no second copy in state_dict
     return model
+
+
+def clear() -> None:
+    """Forget every source (tests; an operator freeing memory): models alive keep their tensors, the next load of
+    a checkpoint reads it again."""
+    with _LOCK:
+        _SOURCES.clear()

@@ -46,6 +46,9 @@ ALLOWED_MODEL_ARGS = {
     "class_token",
     "layers",
     "channels",
+    "depths",  # ConvNeXt
+    "dims",
+    "head_hidden_size",
 }
 
 

@@ -21,6 +21,7 @@ class TASNMethod(Method):
     title = "TASN"
     model_class = TASN
     backbone_family = "ResNet"
+    also_wraps = ("ConvNeXt",)  # backbone mode only (fgviz's extension; model.py)
     default_for_family = True
     step_params = (
         ParamSpec("gamma", "gamma (trilinear softmax)", 0.5, 20, 0.5),
@@ -127,7 +128,8 @@ class TASNMethod(Method):
         return Backbone(module, arch, args, (c.att_size, c.att_size), recipe)
 
     def backbone_note(self) -> str:
-        return "backbone, attention net and every fc are the pretrained ResNet; the attention head is the identity"
+        return ("backbone, attention net and every fc are the pretrained network (one copy); the attention head is the "
+                "identity")
 
 
 METHOD = TASNMethod()

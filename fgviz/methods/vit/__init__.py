@@ -26,6 +26,7 @@ class ViTMethod(Method):
     title = "ViT"
     model_class = ViT
     backbone_family = "ViT"
+    wraps_as_is = True
     has_attention = True
     overview_default = False  # an optional Overview column
     paper = "Dosovitskiy et al., ICLR 2021, arXiv 2010.11929 (rollout: Abnar & Zuidema, ACL 2020)"

@@ -21,6 +21,7 @@ from torch import nn
 
 from fgviz.methods.backbones.adapt import check_filled, same_modules, share_state
 from fgviz.methods.backbones.vit.model import ACT_LAYERS
+from fgviz.methods.backbones.vit.trunk import share_tag
 from fgviz.methods.base import MAX_DEPTH, MAX_WIDTH, ConversionError
 
 VIT_MODULES = ("blocks", "norm", "fc_norm", "norm_pre", "head")
@@ -160,6 +161,7 @@ def wrap_plain_vit(src: nn.Module, build: Callable[[dict[str, Any]], nn.Module],
         model = build(vit_arch(src))
     check_wrappable(src, model.vit, what)
     share_state(model.vit, src.state_dict(), what)
+    share_tag(src, model.vit)  # the same weights: the same memoised passes
     check_filled(model, what)
     return model
 
