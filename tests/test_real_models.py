@@ -94,8 +94,9 @@ def checkpoints(tmp_path_factory):
     processor.save_pretrained(str(hf_folder))
     (hf_folder / "README.md").write_text("---\nlicense: apache-2.0\ndatasets:\n- stanford_cars\n---\n# tiny\n")
     hf_files = {p.name: p.read_bytes() for p in hf_folder.iterdir()}
-    return {"clip": clip, "convnext": convnext, "vit": vit, "processor": processor, "repos": {
-        f"timm/{CLIP}": {"main": clip_files}, f"timm/{CONVNEXT}": {"main": convnext_files}, HF_REPO: {"main": hf_files}}}
+    repos = {f"timm/{CLIP}": {"main": clip_files}, f"timm/{CONVNEXT}": {"main": convnext_files},
+             HF_REPO: {"main": hf_files}}
+    return {"clip": clip, "convnext": convnext, "vit": vit, "processor": processor, "repos": repos}
 
 
 @pytest.fixture

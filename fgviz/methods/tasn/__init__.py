@@ -128,8 +128,8 @@ class TASNMethod(Method):
         return Backbone(module, arch, args, (c.att_size, c.att_size), recipe)
 
     def backbone_note(self) -> str:
-        return ("backbone, attention net and every fc are the pretrained network (one copy); the attention head is the "
-                "identity")
+        return ("backbone, attention net and every fc are the pretrained network (one copy); the attention head is "
+                "the identity")
 
 
 METHOD = TASNMethod()
