@@ -315,3 +315,21 @@ def test_method_suffix_on_fgviz_checkpoints(tmp_path, photo) -> None:
         assert (parsed.kind, parsed.value, parsed.revision, parsed.method) == ("hub", "org/name", "v1", "rams_trans")
     finally:
         hub.clear_cache()
+
+
+def test_inat_class_folders_read_as_species() -> None:
+    from fgviz.weights.timm_backbones import species_name
+
+    assert species_name("02912_Animalia_Chordata_Aves_Passeriformes_Cardinalidae_Cardinalis_cardinalis") == \
+        "Cardinalis cardinalis"
+    assert species_name("tench, Tinca tinca") == "tench, Tinca tinca"
+
+
+def test_card_front_matter() -> None:
+    from fgviz.weights.download import card_metadata
+
+    card = "---\nlicense: cc-by-nc-4.0\ntags:\n- timm\ndatasets:\n- inat2021\n- laion-2b\n---\n# x\nlicense: no"
+    assert card_metadata(card) == {"license": "cc-by-nc-4.0", "datasets": ["inat2021", "laion-2b"]}
+    assert card_metadata("# no front matter\nlicense: mit") == {}
+    assert card_metadata("---\nlicense: 'apache-2.0'\nbase_model: [a/b, c/d]\n---") == {
+        "license": "apache-2.0", "base_model": ["a/b", "c/d"]}

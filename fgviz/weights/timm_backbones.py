@@ -15,6 +15,7 @@ into an existing model as the official code does; heads stay random.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from torch import nn
 from fgviz.methods import METHODS, FineGrainedModel, Method
 from fgviz.methods.base import MAX_CLASSES, ConversionError
 from fgviz.weights import sources
-from fgviz.weights.download import COMMIT_RE, hub_download
+from fgviz.weights.download import COMMIT_RE, card_metadata, hub_download, optional_file
 from fgviz.weights.format import MAX_CONFIG_BYTES, WEIGHTS_NAME, WeightsError
 
 TIMM_ORG = "timm"
@@ -74,14 +75,24 @@ def _labels(config: dict[str, Any], num_classes: int) -> list[str]:
         names = [names.get(str(i), names.get(i, f"class_{i}")) for i in range(num_classes)]
     if isinstance(names, list) and len(names) == num_classes:
         if isinstance(descriptions, dict):
-            return [str(descriptions.get(n, n)) for n in names]
-        return [str(n) for n in names]
+            return [str(descriptions.get(n, species_name(str(n)))) for n in names]
+        return [species_name(str(n)) for n in names]
     from timm.data import ImageNetInfo, infer_imagenet_subset
 
     subset = infer_imagenet_subset({"num_classes": num_classes})
     if subset is not None:
         return list(ImageNetInfo(subset).label_descriptions())
     return [f"class_{i}" for i in range(num_classes)]
+
+
+# iNaturalist 2021 class folders: "02912_Animalia_Chordata_Aves_Passeriformes_Cardinalidae_Cardinalis_cardinalis"
+_INAT_NAME = re.compile(r"^\d{5}_(?:[A-Z][A-Za-z]*_){5}([A-Z][A-Za-z-]*)_([a-z][A-Za-z-]*)$")
+
+
+def species_name(name: str) -> str:
+    """An iNaturalist class folder name as its species ("Cardinalis cardinalis"); any other name unchanged."""
+    m = _INAT_NAME.match(name)
+    return f"{m.group(1)} {m.group(2)}" if m else name
 
 
 @dataclass(frozen=True)
@@ -294,6 +305,10 @@ def load_timm_backbone(name: str, method: str | None = None, *, revision: str | 
     model.weights_kind = "backbone"
     model.name = f"timm:{name}"
     model.provenance = timm_provenance(info, chosen, type(model).__name__, revision)
+    if "license" not in info.pretrained_cfg:  # then the model card says it, if anything does
+        card = optional_file(info.repo_id, "README.md", info.commit or revision, what=f"timm:{name}")
+        licence = card_metadata(card.read_text(errors="replace")).get("license") if card else None
+        model.provenance["license"] = str(licence or "not stated by the repo")
     return sources.hold(model.eval(), source)
 
 
@@ -315,7 +330,7 @@ def timm_provenance(info: TimmConfig, chosen: Method, class_name: str, revision:
         "repo": info.repo_id,
         "revision": info.commit or revision or "main",
         "architecture": info.architecture,
-        "license": str(cfg.get("license") or "see the source repo"),
+        "license": str(cfg.get("license", "")),
         "dataset": training_data(tag, info.num_classes),
     }
 
