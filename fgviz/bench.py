@@ -2,6 +2,7 @@
 
     python -m fgviz.bench                 # full mode: paper sizes, writes docs/benchmarks.md
     python -m fgviz.bench --quick --out /tmp/bench.md   # CI mode: tiny sizes, 1 repeat, no time assertions
+    python -m fgviz.bench --only real     # the real-birds set's rows alone (fgviz.bench_real), printed
 
 Every figure is a median over repeats after a warm-up, with its spread (min-max); GPU timings synchronise the
 device. Ratios compare two things measured in the same process on the same inputs, so they hold across machines
@@ -247,8 +248,13 @@ def machine() -> dict[str, str]:
             "commit": commit.strip() or "unknown"}
 
 
-def run(quick: bool, repeats: int, device: torch.device) -> dict[str, Any]:
+def run(quick: bool, repeats: int, device: torch.device, only: str | None = None) -> dict[str, Any]:
     res: dict[str, Any] = {"machine": machine(), "quick": quick, "device": str(device)}
+    from fgviz.bench_real import bench_real_set
+
+    res["real"] = bench_real_set(quick, max(1, min(repeats, 3)))
+    if only == "real":
+        return res
     N = 50 if quick else 1370
     res["psm"] = bench_psm(N, 11, 12 if not quick else 4, repeats)
     res["explain"] = {m: bench_explain(m, cfg, repeats, device) for m, cfg in paper_models(quick).items()}
@@ -358,6 +364,10 @@ def render_markdown(res: dict[str, Any], command: str) -> str:
                      "| <= 15 s |")
     if "skipped" in app:
         lines.append(f"| app figures | not measured: {app['skipped']} | |")
+    if "real" in res:
+        from fgviz.bench_real import render as render_real
+
+        lines += render_real(res["real"])
     lines.append("| GPU: paper-size explains in half precision | no GPU on this machine | reported when available |")
     e = app.get("explain_e2e", {})
     if "gradio_floor" in e:
@@ -410,9 +420,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=None, help="markdown output (default docs/benchmarks.md in full mode)")
     ap.add_argument("--json", default=None, help="also write the raw results as JSON")
+    ap.add_argument("--only", choices=["real"], default=None, help="only these rows (printed; written with --out)")
     args = ap.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 5)
-    res = run(args.quick, repeats, torch.device(args.device))
+    res = run(args.quick, repeats, torch.device(args.device), args.only)
+    if args.only:
+        from fgviz.bench_real import render as render_real
+
+        text = "\n".join(render_real(res["real"])) + "\n"
+        if args.out:
+            Path(args.out).write_text(text)
+        print(text)
+        return res
     command = "python -m fgviz.bench" + (" --quick" if args.quick else "") + (
         f" --repeats {args.repeats}" if args.repeats else "")
     out = Path(args.out) if args.out else (None if args.quick else ROOT / "docs" / "benchmarks.md")
