@@ -333,3 +333,17 @@ def test_card_front_matter() -> None:
     assert card_metadata("# no front matter\nlicense: mit") == {}
     assert card_metadata("---\nlicense: 'apache-2.0'\nbase_model: [a/b, c/d]\n---") == {
         "license": "apache-2.0", "base_model": ["a/b", "c/d"]}
+
+
+def test_download_progress_reports_the_size(checkpoints, loopback) -> None:
+    from fgviz.weights import download
+
+    seen = []
+    with download.progress(lambda name, done, total: seen.append((name, done, total))):
+        fgviz.load(f"timm:{CLIP}#vit", device="cpu")
+    weights = [(d, t) for n, d, t in seen if n == "model.safetensors"]
+    size = len(checkpoints["repos"][f"timm/{CLIP}"]["main"]["model.safetensors"])
+    assert weights and weights[0] == (0, size) and weights[-1] == (size, size)
+    seen.clear()
+    fgviz.load(f"timm:{CLIP}#vit", device="cpu")  # outside the block: nothing reported
+    assert seen == []

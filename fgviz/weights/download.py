@@ -11,9 +11,12 @@ a commit hash that is in the cache is used without any request.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
 import os
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,40 @@ _REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
 # A branch, tag (letters, digits, '_', '-', '.', '/' as in refs/pr/1) or commit; no '..', '//', leading '/' or '.'.
 _REVISION_RE = re.compile(r"^(?!.*\.\.)(?!.*//)(?![/.])[\w./-]{1,128}(?<![/.])$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+
+# (filename, bytes done, bytes in all) -> None: told of each download's progress (the app's progress bar)
+Progress = Callable[[str, int, int], None]
+_PROGRESS: contextvars.ContextVar[Progress | None] = contextvars.ContextVar("fgviz_download_progress", default=None)
+
+
+@contextlib.contextmanager
+def progress(callback: Progress) -> Iterator[None]:
+    """Within this block (this thread), every file `hub_download` fetches reports its progress to `callback`, with its
+    size: the app shows a first load's download as a bar while other users are served."""
+    token = _PROGRESS.set(callback)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
+def _tqdm_class(callback: Progress, filename: str) -> type:
+    """A tqdm that reports to `callback` (huggingface_hub draws its download bars with the class it is given)."""
+    from tqdm.auto import tqdm
+
+    class Reporting(tqdm):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.size, self.done = int(kwargs.get("total") or 0), int(kwargs.get("initial") or 0)
+            kwargs["disable"] = True  # no terminal bar: the callback shows it
+            super().__init__(*args, **kwargs)
+            callback(filename, self.done, self.size)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            self.done += int(n or 0)  # a disabled tqdm counts nothing itself
+            callback(filename, self.done, self.size)
+            return None
+
+    return Reporting
 
 
 def check_repo_id(repo_id: str, revision: str | None = None, *, spec: str | None = None) -> None:
@@ -142,8 +179,10 @@ def hub_download(repo_id: str, filename: str, revision: str | None, *, what: str
             probe_error = _probe(repo_id, filename, revision, kw)
             if probe_error is not None:
                 kw = {**kw, "local_files_only": True}  # the Hub is unusable right now: the cache or nothing
+        report = _PROGRESS.get()
+        extra = {"tqdm_class": _tqdm_class(report, filename)} if report is not None else {}
         return Path(hf_hub_download(repo_id, filename, revision=revision, library_name="fgviz",
-                                    library_version=__version__, **kw))
+                                    library_version=__version__, **kw, **extra))
     except RepositoryNotFoundError:
         raise WeightsError(f"{what}: {where} does not exist (or is private or gated: set HF_TOKEN)") from None
     except RevisionNotFoundError:
