@@ -67,7 +67,8 @@ def test_real_photos_load_each_methods_imagenet_backbone_lazily(loopback_hub) ->
             assert len(e.labels) == 1000  # ImageNet's classes
             assert res.numbers[m]["made_by"].startswith(METHODS[m].title)
         status = ui.render(res.keys, res.notes, SHOWN, "transfg", Style())["status"]
-        assert status.count("ImageNet backbone, not fine-tuned on birds/cars") == len(SHOWN)
+        assert status.count("a published classifier wrapped in this method as it is") == len(SHOWN)
+        assert status.count("trained on ImageNet") == len(SHOWN)  # each column names its repo, data and licence
         asked = loopback_hub.requests(server="hub")
         assert {r.repo_id for r in asked} == {f"timm/{METHODS[m].imagenet_spec[5:].partition('#')[0]}"
                                               for m in SHOWN}  # one backbone per distinct spec, shared

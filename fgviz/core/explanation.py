@@ -27,8 +27,8 @@ WEIGHTS_KINDS: dict[str, str] = {
     "trained": "weights trained by fgviz on a real dataset",
     "hub": "weights fine-tuned for this method, from the Hugging Face Hub",
     "local": "weights from a local folder",
-    "backbone": "ImageNet backbone, not fine-tuned on birds/cars: wrapped in this method as it is (ImageNet "
-                "labels)",
+    "backbone": "a published classifier wrapped in this method as it is (its own labels and training data): the "
+                "method's own parts were never trained with it",
     "random": "random weights: the maps show the architecture, not anything learned",
 }
 
@@ -48,6 +48,7 @@ class Explanation:
     model_name: str = ""
     weights_kind: str = ""  # a key of WEIGHTS_KINDS: what the weights are, for the UI banner
     missed_targets: tuple[str, ...] = ()  # the model card's localisation targets this model misses (not evidence)
+    source: dict[str, str] = field(default_factory=dict)  # where the weights come from: repo, revision, dataset, license
 
     # ViT methods (TransFG, RAMS-Trans): token geometry and per-layer rollout.
     grid: tuple[int, int] | None = None  # (gh, gw)

@@ -27,6 +27,8 @@ MAX_IMG_SIDE = 1024
 MAX_CLASSES = 100_000
 MAX_WIDTH = 4096
 MAX_DEPTH = 48
+# provenance fields an explanation carries, so every column can say which weights made it
+SOURCE_FIELDS = ("repo", "revision", "dataset", "license", "source")
 
 
 class ConversionError(ValueError):
@@ -177,6 +179,7 @@ class FineGrainedModel(nn.Module):
             model_name=self.name,
             weights_kind=self.weights_kind,
             missed_targets=self.missed_targets(),
+            source={k: str(self.provenance[k]) for k in SOURCE_FIELDS if self.provenance.get(k)},
             normalization=(self.pretrained_cfg.mean, self.pretrained_cfg.std),
             **fields,
         )
