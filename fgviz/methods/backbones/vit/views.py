@@ -33,4 +33,8 @@ def rollout_figures(e: Explanation, part_mask: np.ndarray) -> dict[str, metrics.
 
 
 def vit_summary(e: Explanation) -> dict[str, Any]:
-    return {"grid": list(e.grid), "patch_size": e.patch_size, "stride": e.stride, "num_layers": e.num_layers}
+    out = {"grid": list(e.grid), "patch_size": e.patch_size, "stride": e.stride, "num_layers": e.num_layers}
+    own = e.extras.get("backbone_probs")
+    if own is not None:  # backbone mode: the wrapped network's own prediction beside the method's
+        out["backbone_top5"] = [[e.labels[int(i)], float(own[i])] for i in np.argsort(own)[::-1][:5]]
+    return out
