@@ -48,7 +48,7 @@ class Explanation:
     model_name: str = ""
     weights_kind: str = ""  # a key of WEIGHTS_KINDS: what the weights are, for the UI banner
     missed_targets: tuple[str, ...] = ()  # the model card's localisation targets this model misses (not evidence)
-    source: dict[str, str] = field(default_factory=dict)  # where the weights come from: repo, revision, dataset, license
+    source: dict[str, str] = field(default_factory=dict)  # the weights' repo, revision, dataset and license
 
     # ViT methods (TransFG, RAMS-Trans): token geometry and per-layer rollout.
     grid: tuple[int, int] | None = None  # (gh, gw)

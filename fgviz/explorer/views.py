@@ -60,7 +60,8 @@ def weights_note(e: Explanation, synthetic: bool = False) -> str:
     if e.source.get("repo"):  # a published checkpoint: which repo and revision, trained on what, under which licence
         src = e.source
         line += (f" (`{src['repo']}`@{src.get('revision', 'main')[:8]}, trained on "
-                 f"{src.get('dataset', 'data the repo does not state')}, licence {src.get('license') or 'not stated'})")
+                 f"{src.get('dataset', 'data the repo does not state')}, "
+                 f"licence {src.get('license') or 'not stated'})")
     if e.missed_targets:  # the card's own verdict: these figures did not beat chance / re-init / the oracle enough
         line += (f". ⚠️ Its card records missed localisation targets ({'; '.join(e.missed_targets)}): read those "
                  "maps as an illustration, not as evidence")
