@@ -123,10 +123,11 @@ def layer_rollout(expl: Explanation, head_fusion: str = "mean", discard_ratio: f
 
 
 def layers(expl: Explanation, head_fusion: str = "mean", discard_ratio: float = 0.0, layer: int | None = None, *,
-           style: Style | None = None) -> Figure:
-    """The Layers tab: the rollout through layers 1..l for every l (token maps on one colour scale) and the rollout
-    at `layer` (default the last) over the image."""
-    style = style or STYLE
+           shared: bool = True, style: Style | None = None) -> Figure:
+    """The Layers tab: the rollout through layers 1..l for every l (token maps) and the rollout at `layer` (default
+    the last) over the image; `shared`: one colour scale for every layer (the app's default, so the layers compare),
+    else each map its own (shows the structure of a flat one)."""
+    style = replace(style or STYLE, norm="shared" if shared else "panel")
     an = _analysis(expl)
     roll = an.rollout(head_fusion, discard_ratio)  # (L, gh, gw)
     rel = np.stack([relative(r) for r in roll])
@@ -295,7 +296,7 @@ def deletion_insertion(model: FineGrainedModel, expl: Explanation, map_name: str
               f"random maps, insertion ({i.chance:.3f})": (res.fractions, res.random_insertion_curve)}
     title = f"{_method(expl).title}, map '{name}'"
     chart = export.line_chart(series, f"{title}: p(predicted class)", "fraction of pixels deleted / inserted",
-                              ylim=(0.0, 1.02))
+                              ylim=(0.0, 1.0))
     cap = (f"{title}, class {expl.labels[target]} ({expl.model_name}): deletion AUC {d.value:.3f} (random maps "
            f"{d.chance:.3f}; lower is better), insertion AUC {i.value:.3f} (random maps {i.chance:.3f}; higher is "
            f"better), {steps} steps, mean of {n_random} random maps")

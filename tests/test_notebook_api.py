@@ -13,8 +13,10 @@ from scipy.stats import spearmanr
 import fgviz
 from fgviz import notebook
 from fgviz.core.geometry import token_box
+from fgviz.explorer import analysis
 from fgviz.methods import METHODS
 from fgviz.viz import Figure
+from fgviz.viz.panels import Style
 from tests.conftest import make_tiny
 from tests.test_previews import captured_attention, naive_rollout
 
@@ -113,6 +115,14 @@ def test_layers_figure_tiles_every_layer_and_draws_the_chosen_one(expls) -> None
     fig = fgviz.layers(e, "max", 0.5, layer=2)
     assert len(fig) == 2 and "head fusion max, discard ratio 0.5" in fig.title
     assert "1..2 of 3" in fig.captions[1]
+    peaks = fig.numbers["rollout_max"]
+    flattest = int(np.argmin(peaks)) + 1  # shared, its colours reach only part of the scale; alone, all of it
+    assert min(peaks) < max(peaks)
+    own = fgviz.layers(e, "max", 0.5, layer=flattest, shared=False)  # the Layers tab's "panel" normalisation
+    an = analysis.AttentionAnalysis(e)
+    assert np.array_equal(own.panels[1][0], analysis.layer_view(an, flattest, Style(norm="panel"), fusion="max",
+                                                                 discard=0.5).rollout)
+    assert not np.array_equal(own.panels[1][0], fgviz.layers(e, "max", 0.5, layer=flattest).panels[1][0])
     roll = fgviz.layer_rollout(e, "max", 0.5)
     assert fig.numbers["rollout_max"] == (roll / roll.mean(axis=(1, 2), keepdims=True)).max(axis=(1, 2)).round(
         3).tolist()

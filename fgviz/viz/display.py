@@ -205,11 +205,12 @@ class Figure:
                 "</figcaption></figure>")
         title = (f"<div style='font-size:1.25em;font-weight:600;margin-bottom:0.4em'>{html.escape(self.title)}</div>"
                  if self.title else "")
-        notes = (f"<div style='font-size:1.05em;margin-top:0.5em'>{markdown_html(self.notes)}</div>"
+        # the notes flow beside the last panel when the page is wide enough (a projector), else under the panels
+        notes = (f"<div style='flex:1 1 320px;min-width:280px;font-size:1.05em'>{markdown_html(self.notes)}</div>"
                  if self.notes else "")
         return (f"<div class='fgviz-figure' style='font-family:sans-serif'>{title}"
-                f"<div style='display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start'>{''.join(figs)}</div>"
-                f"{notes}</div>")
+                f"<div style='display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start'>{''.join(figs)}{notes}"
+                "</div></div>")
 
 
 __all__ = ["COLUMNS", "DISPLAY_SCALE", "Figure", "markdown_html", "png_bytes", "text_block", "wrap"]
