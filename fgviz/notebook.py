@@ -82,18 +82,20 @@ def overview(*expls: Explanation, shared: bool = True, panels: bool = False, sty
     return Figure(out, title=f"Overview ({scale}, x uniform: 1 = attention spread evenly)", notes=_missed(expls))
 
 
-def steps(expl: Explanation, *, style: Style | None = None, **params: Any) -> Figure:
+def steps(expl: Explanation, *, shared: bool = True, style: Style | None = None, **params: Any) -> Figure:
     """The Internals tab: the method step by step, as the model ran or previewed for other parameters.
 
     A preview (RAMS-Trans `alpha`; TASN `gamma`, `dense`, `iters`, `out_size`, `detail_channel`) calls the model's
     own functions on the explanation's stored map or features, without a forward pass; what needs one (the zoomed
     crop's prediction, TASN's prediction) comes from `model.explain(image, **params)`. The figure's notes say which.
+    `shared`: the maps of one step on one colour scale (the app's default), else each its own.
     """
+    style = replace(style or STYLE, norm="shared" if shared else "panel")
     method = _method(expl)
     known = {p.name for p in method.step_params}
     if set(params) - known:
         raise ValueError(f"{method.title} steps take {sorted(known) or 'no parameters'}, got {sorted(params)}")
-    st = method.steps(expl, style or STYLE, {**method.params_of(expl), **params} if known else None)
+    st = method.steps(expl, style, {**method.params_of(expl), **params} if known else None)
     if st is None:
         raise ValueError(f"{method.title} has no step-by-step view")
     shown = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in st.params.items())

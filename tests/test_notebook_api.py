@@ -94,7 +94,11 @@ def test_steps_preview_another_alpha_and_say_so(models, expls, image) -> None:
         fgviz.steps(e, gamma=2.0)
     with pytest.raises(ValueError, match="no parameters"):
         fgviz.steps(expls["transfg"], alpha=1.0)
-    assert len(fgviz.steps(expls["transfg"])) == len(METHODS["transfg"].steps(expls["transfg"], notebook.STYLE).panels)
+    e = expls["transfg"]
+    assert len(fgviz.steps(e)) == len(METHODS["transfg"].steps(e, notebook.STYLE).panels)
+    own = fgviz.steps(e, shared=False)  # each head's map on its own scale
+    ref = METHODS["transfg"].steps(e, Style(norm="panel")).panels
+    assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(own.panels, ref, strict=True))
 
 
 @pytest.mark.parametrize(("fusion", "discard"), [("mean", 0.0), ("max", 0.0), ("min", 0.5), ("mean", 0.9)])
