@@ -22,7 +22,7 @@ from fgviz.core import metrics
 from fgviz.core.explanation import Explanation
 from fgviz.core.geometry import token_map_to_pixels
 from fgviz.explorer import analysis, export, views
-from fgviz.methods import METHODS, FineGrainedModel
+from fgviz.methods import METHODS, FineGrainedModel, Method
 from fgviz.viz import overlay
 from fgviz.viz.display import Figure
 from fgviz.viz.overlay import OKABE_ITO
@@ -40,7 +40,7 @@ def examples(domain: str | None = None) -> list[Path]:
     return [Path(p) for p, d in views.examples() if domain is None or d == domain]
 
 
-def _method(e: Explanation) -> Any:
+def _method(e: Explanation) -> Method:
     try:
         return METHODS[e.method]
     except KeyError:
