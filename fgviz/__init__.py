@@ -26,6 +26,18 @@ _EXPORTS = {
     "save_model": "fgviz.weights.format",
     "push_to_hub": "fgviz.weights.download",
     "WeightsError": "fgviz.weights.format",
+    # the notebook API (notebooks/): the app's views as figures and the checks that run a model
+    "examples": "fgviz.notebook",
+    "overview": "fgviz.notebook",
+    "steps": "fgviz.notebook",
+    "layers": "fgviz.notebook",
+    "layer_rollout": "fgviz.notebook",
+    "map_names": "fgviz.notebook",
+    "saliency": "fgviz.notebook",
+    "localisation": "fgviz.notebook",
+    "pointing_game": "fgviz.notebook",
+    "deletion_insertion": "fgviz.notebook",
+    "sanity_check": "fgviz.notebook",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -136,6 +136,21 @@ def test_rams_trans_three_scales_nest_boxes(test_image):
     assert outer[0] <= inner[0] and outer[1] <= inner[1] and inner[2] <= outer[2] and inner[3] <= outer[3]
 
 
+def test_rams_trans_overview_caption_describes_its_main_panel(test_image):
+    """The main panel's caption names the DPPM map, mask and box; each crop panel its own scale (a loop variable once
+    overwrote the main caption with the last crop's)."""
+    from fgviz.methods import METHODS
+    from fgviz.viz.panels import Style
+
+    model = make_tiny("rams_trans", num_scales=3, img_size=(64, 64))
+    expl = model.explain(test_image)
+    method = METHODS["rams_trans"]
+    for main_only in (True, False):
+        ov = method.overview(expl, method.overview_maps(expl), Style(min_size=0), None, main_only=main_only)
+        assert ov.caption.startswith("DPPM map g") and "zoom box" in ov.caption, ov.caption
+    assert [cap.split(" input")[0] for _, cap in ov.panels] == ["scale 2", "scale 3"]
+
+
 def test_tasn_maps_and_sampling_match_naive(test_image):
     model = make_tiny("tasn")
     expl = model.explain(test_image)

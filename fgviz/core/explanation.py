@@ -13,6 +13,7 @@ Coordinate conventions (all in pixels of `image`, the exact pixels the model saw
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +33,19 @@ WEIGHTS_KINDS: dict[str, str] = {
     "random": "random weights: the maps show the architecture, not anything learned",
 }
 
+# How an Explanation shows itself in a notebook: its method's signature view, drawn by `fgviz.methods` (a layer above
+# this one), which registers the drawing function with `set_display` when it is imported; every model's `explain`
+# imports it first. Until then an Explanation shows as its text repr.
+_display: Callable[[Explanation], Any] | None = None
 
-@dataclass(frozen=True, eq=False)
+
+def set_display(draw: Callable[[Explanation], Any] | None) -> None:
+    """Register `draw(expl) -> fgviz.viz.Figure`, what `Explanation.figure` and the notebook display return."""
+    global _display
+    _display = draw
+
+
+@dataclass(frozen=True, eq=False, repr=False)
 class Explanation:
     """One model's explanation of one image.
 
@@ -139,6 +151,25 @@ class Explanation:
         if self.grid is None:
             raise ValueError(f"{self.method} has no token grid")
         return token_rc(token, self.grid, self.num_prefix_tokens)
+
+    # ---- display (Jupyter, Colab) ----------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        top = self.topk(1)[0]
+        return (f"Explanation(method={self.method!r}, model={self.model_name!r}, image {self.size[1]}x{self.size[0]}, "
+                f"prediction={top[0]!r} {100 * top[1]:.1f}%)")
+
+    def figure(self) -> Any:
+        """The explanation as a `fgviz.viz.Figure` (what a notebook shows): its method's signature view, the model that
+        made it, the top-5 and the localisation targets its model card records as missed."""
+        if _display is None:
+            raise RuntimeError("no display registered: import fgviz.methods first")
+        return _display(self)
+
+    def _repr_html_(self) -> str | None:
+        return None if _display is None else self.figure()._repr_html_()
+
+    def _repr_png_(self) -> Any:
+        return None if _display is None else self.figure()._repr_png_()
 
 
 def jsonable(v: Any) -> Any:

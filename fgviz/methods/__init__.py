@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fgviz.core import explanation
+from fgviz.methods import display
 from fgviz.methods.base import PRETRAINED_FIELDS, FineGrainedModel, ModelConfig, PretrainedCfg
 from fgviz.methods.method import Method
 from fgviz.methods.rams_trans import METHOD as RAMS_TRANS
@@ -25,6 +27,13 @@ def get(method: str) -> Method:
         return METHODS[method]
     except KeyError:
         raise KeyError(f"unknown method {method!r}; available: {sorted(METHODS)}") from None
+
+
+def _display(e: explanation.Explanation) -> object:
+    return display.figure(get(e.method), e)
+
+
+explanation.set_display(_display)  # an Explanation in a notebook shows its method's signature view
 
 
 def create_model(method: str, **kwargs: Any) -> FineGrainedModel:

@@ -1,4 +1,5 @@
-"""Visualisation: numpy/cv2 overlays (`overlay`), attention statistics (`stats`) and plotly figures (`figures`).
+"""Visualisation: numpy/cv2 overlays (`overlay`), attention statistics (`stats`), plotly figures (`figures`) and
+`Figure`, panels that show themselves in Jupyter (`display`).
 
 This package reads `Explanation`s and numpy arrays only: it never imports torch or gradio. Images are RGB uint8
 in and RGB uint8 out.
@@ -6,6 +7,7 @@ in and RGB uint8 out.
 
 from __future__ import annotations
 
+from fgviz.viz.display import Figure
 from fgviz.viz.figures import attention_grid, curves, heatmap, image_figure, layer_stats, topk_bar
 from fgviz.viz.overlay import (
     BOX_COLORS,
@@ -35,6 +37,7 @@ __all__ = [
     "DEFAULT_CMAP",
     "OKABE_ITO",
     "SAFE_COLORMAPS",
+    "Figure",
     "attention_entropy",
     "attention_grid",
     "blend",

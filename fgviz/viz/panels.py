@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from fgviz.viz import overlay
+import fgviz.viz.overlay as overlay  # the module, not the package: fgviz.viz imports this one (display)
 
 NORMS = ("shared", "panel")
 MIN_SIZE = 384  # the app's panels: the longer side is at least this

@@ -55,8 +55,8 @@ def overview(e: Explanation, maps: dict[str, np.ndarray], style: Style, vrange: 
     panels: list[Panel] = []
     for i, crop in enumerate(e.crops):
         top = caption_top1(e.labels, sp[i + 1]) if sp is not None and len(sp) > i + 1 else ""
-        cap = f"scale {i + 2} input = zoom {i + 1}, resized; scale {i + 2} says {top}"
-        panels.append((plain(crop, style)[0], cap))
+        said = f"scale {i + 2} input = zoom {i + 1}, resized; scale {i + 2} says {top}"
+        panels.append((plain(crop, style)[0], said))
     return Overview(main, cap, panels)
 
 
