@@ -18,6 +18,31 @@ from fgviz.core import attention as A
 
 # ---------------------------------------------------------------- helpers
 
+# Smallest relative margin allowed at each decision a reference makes (an argmax, the discard cut-off, the DPPM
+# threshold). The code decides in float32, on whatever kernel the machine picks; its values agree with the float64
+# references to about 1e-6 relative, so a margin of 1e-4 makes both decide alike on every machine, by construction.
+DECISIVE = 1e-4
+
+
+def decisive_argmax(rows: np.ndarray) -> np.ndarray:
+    """argmax over the last axis, after checking that the largest value beats the second by DECISIVE."""
+    top = np.sort(rows, axis=-1)[..., -2:]
+    gap = (top[..., 1] - top[..., 0]) / np.abs(top[..., 1])
+    assert gap.min() > DECISIVE, f"near-tie at an argmax ({gap.min():.1e}): the test input is not decisive"
+    return rows.argmax(-1)
+
+
+def decisive_cut(values: np.ndarray, k: int) -> None:
+    """Check that the k smallest of `values` are apart from the rest by DECISIVE (the discard cut-off)."""
+    if 0 < k < values.size:
+        s = np.sort(values)
+        assert s[k] - s[k - 1] > DECISIVE * s[k], "near-tie at the discard cut-off: the test input is not decisive"
+
+
+def decisive_threshold(values: np.ndarray, threshold: float) -> None:
+    """Check that no value lies within DECISIVE (relative) of the threshold it is compared with."""
+    assert np.abs(values - threshold).min() > DECISIVE * abs(threshold), "a value sits on the threshold"
+
 
 def rand_attn(seed: int, L: int, B: int, H: int, N: int, sharpness: float = 1.0) -> list[torch.Tensor]:
     """L post-softmax float32 tensors (B, H, N, N) from seeded random logits."""
@@ -40,6 +65,7 @@ def ref_rollout(atts, fusion: str, ratio: float, p: int) -> np.ndarray:
             f = fuse_np(a[b], fusion)
             block = f[p:, p:].copy().ravel()
             k = math.floor(ratio * block.size)
+            decisive_cut(block, k)
             block[np.argsort(block, kind="stable")[:k]] = 0.0
             f = f.copy()
             f[p:, p:] = block.reshape(N - p, N - p)
@@ -61,7 +87,7 @@ def ref_psm(atts) -> tuple[np.ndarray, np.ndarray]:
             for a in As[1:]:
                 P = a[b, h] @ P
             rows[b, h] = P[0, 1:]
-    return rows.argmax(-1) + 1, rows
+    return decisive_argmax(rows) + 1, rows
 
 
 def flood_fill_largest(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
@@ -107,6 +133,7 @@ def ref_dppm(atts, grid, alpha: float, p: int):
             J = G @ J
         g = J.mean(axis=0)[p:]
         g = g / g.max()
+        decisive_threshold(g, alpha * g.mean())
         mask = (g > alpha * g.mean()).reshape(grid)
         gs.append(g)
         masks.append(mask)
