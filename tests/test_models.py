@@ -10,7 +10,7 @@ from PIL import Image
 from scipy import ndimage
 
 from fgviz.core.explanation import Explanation
-from fgviz.core.sampling import energy_rtol
+from fgviz.core.sampling import duplicate_rtol
 from fgviz.methods import create_model
 from fgviz.methods.transfg.model import TransFG, TransFGConfig
 from tests.conftest import make_tiny
@@ -165,7 +165,7 @@ def test_tasn_maps_and_sampling_match_naive(test_image):
     trilinear = (rel @ Xd).reshape(C, *X.shape[2:]).numpy()
     # Every channel's energy stands apart (by 100x the filter's rounding tolerance): the structure map is their sum
     energy = np.sort(trilinear.reshape(C, -1).sum(1))
-    assert np.diff(energy).min() > 100 * energy_rtol(trilinear[0].size) * energy.max()
+    assert np.diff(energy).min() > 100 * duplicate_rtol(trilinear[0].size, C) * energy.max()
     np.testing.assert_allclose(expl.maps["structure"], trilinear.sum(0), rtol=2e-3, atol=1e-4)
     # The structure-sampled image is the input sampled bilinearly at the separable grid of its coordinates.
     rows, cols = expl.sample_coords["structure"]

@@ -18,7 +18,7 @@ result in the op (its NaN step makes the inner `while` loop read past its buffer
 uniformly in both variants.
 
 The structure map's channel filter has the same two variants (`unique_energy_mask`): the intent with a tolerance
-derived from float rounding (`energy_rtol`), or the op's exact comparison as written.
+derived from float rounding (`duplicate_rtol`), or the op's exact comparison as written.
 """
 
 from __future__ import annotations
@@ -61,65 +61,86 @@ def _check_variant(variant: str) -> None:
         raise ValueError(f"variant must be one of {SAMPLER_VARIANTS}, got {variant!r}")
 
 
-def energy_rtol(map_size: int, dtype: torch.dtype = torch.float32) -> float:
-    """Relative tolerance within which two trilinear-map energies count as equal: sqrt(n)·eps, n = h·w.
+def duplicate_rtol(map_size: int, channels: int, dtype: torch.dtype = torch.float32) -> float:
+    """Relative tolerance within which two trilinear maps count as one: (sqrt(h·w) + sqrt(C))·eps.
 
-    An energy is a sum of n = h·w floating-point terms (and the maps' values are themselves sums over as many
-    positions: R = N1 Xᵀ runs over h·w too). Two evaluations of one mathematical energy in different orders (two
-    rows of a matrix product on different kernel paths, another CPU kernel, a GPU) differ by rounding alone:
+    Each map value is a sum over the C channels (T = N2 X) and each energy a sum over the n = h·w values (and
+    R = N1 Xᵀ runs over n too). Two evaluations of one mathematical sum of m terms in different orders (two rows of
+    a matrix product on different kernel paths, another CPU kernel, a GPU) differ by rounding alone:
     - worst case (Higham, "Accuracy and Stability of Numerical Algorithms", 2002, §4.2): each is within
-      (n - 1)·u·Σ|x| of the exact sum, u = eps / 2, so the two may differ by up to n·eps·Σ|x|;
+      (m - 1)·u·Σ|x| of the exact sum, u = eps / 2, so the two may differ by up to m·eps·Σ|x|;
     - with round-to-nearest errors modelled as independent and mean-zero (Higham & Mary, SIAM J. Sci. Comput.
-      41(5), 2019), the error grows as sqrt(n)·u instead, so two orders differ by about sqrt(n)·eps·Σ|x|.
-    fgviz uses the second: the worst case is reached only by adversarial rounding, and it is far wider than the
-    differences actually seen (1.5 eps between two dead channels' energies under AVX-512, docs/methods.md 3.4)
-    while it would merge distinct maps whose energies happen to be close (README, deviations table:
-    `python scripts/tasn_filter_effect.py` counts both).
+      41(5), 2019), the error grows as sqrt(m)·u instead, so two orders differ by about sqrt(m)·eps·Σ|x|.
+    fgviz takes the second for both sums (per value over C, then over n), relative to Σ|map|. The worst case is
+    reached only by adversarial rounding, is far wider than the differences seen (1.5 eps between two dead
+    channels' energies under AVX-512, docs/methods.md 3.4) and would count distinct maps as one more often.
     """
-    return math.sqrt(map_size) * torch.finfo(dtype).eps
+    return (math.sqrt(map_size) + math.sqrt(channels)) * torch.finfo(dtype).eps
 
 
 def unique_energy_mask(trilinear: Tensor, *, variant: str = "tasn", rtol: float | None = None) -> Tensor:
-    """Which trilinear maps TASN's structure op counts: channels with a unique total energy (sum over space).
+    """Which trilinear maps TASN's structure op counts: each distinct map once (the op: each distinct energy).
 
     The official ``Structure_Att`` (model.py) means to count duplicate maps once (the maps of dead channels are all
-    equal, docs/methods.md 3.4): it sorts the energies and flags each sorted position whose energy differs from the
-    previous one, but then multiplies those flags with the channels in their *original* order, so the flags land on
-    the wrong channels. It also compares exactly, and maps that are equal mathematically are not equal bit for bit
-    on every kernel (different rows of a matrix product are summed in different orders).
+    equal, docs/methods.md 3.4): it sorts the energies (sums over space) and flags each sorted position whose energy
+    differs from the previous one, but then multiplies those flags with the channels in their *original* order, so
+    the flags land on the wrong channels. It also compares exactly, and maps that are equal mathematically are not
+    equal bit for bit on every kernel (different rows of a matrix product are summed in different orders).
 
-    - ``variant="tasn"``: the intent, each distinct energy counted once, with "distinct" meaning apart by more than
-      `energy_rtol` x Σ|map| (float rounding of a sum of h·w terms). Sorted energies within that of their
-      predecessor join its group (a chain of near-equal energies is one group), and each group is counted once, by
-      its lowest-index channel, so the choice does not depend on which member rounded lowest. This is also the set
-      the official ``Detail_Att`` draws its training channel from (there the indices are aligned).
-    - ``variant="mxnet"``: the op as written: exact comparison, sorted-order flags applied by channel index.
+    - ``variant="tasn"``: the intent. Two maps are one when their energies agree within `duplicate_rtol` x Σ|map|
+      (the op's test, made tolerant of rounding) *and* so do the maps themselves, in L1 distance. Energy alone would
+      also merge distinct maps whose energies happen to be that close (on random features, a fifth of the
+      channels), and whether it did would then hang on the last bits, on each machine differently; distinct maps
+      are far apart in L1, duplicates within rounding. Each group of duplicates counts once, by its lowest-index
+      channel, so the choice does not depend on which copy rounded lowest. This is also the set the official
+      ``Detail_Att`` draws its training channel from (there the indices are aligned).
+    - ``variant="mxnet"``: the op as written: exact comparison of energies, sorted-order flags applied by channel
+      index.
 
     Args:
         trilinear: (B, C, h, w).
         variant: "tasn" or "mxnet".
-        rtol: the default variant's relative tolerance; None is `energy_rtol(h·w)` (0 compares exactly, for
+        rtol: the default variant's relative tolerance; None is `duplicate_rtol(h·w, C)` (0 compares exactly, for
             measuring what the tolerance changes).
 
     Returns:
         (B, C) bool.
     """
     _check_variant(variant)
-    flat = trilinear.flatten(2)  # (B, C, h*w)
+    B, C = trilinear.shape[:2]
+    flat = trilinear.flatten(2)  # (B, C, n)
     energy = flat.sum(-1)  # (B, C)
     sorted_energy, order = energy.sort(dim=-1, stable=True)  # (B, C) each: ties keep the lower index first
-    first = torch.ones_like(sorted_energy, dtype=torch.bool)  # (B, C): sorted position k starts a new energy
     if variant == "mxnet":
+        first = torch.ones_like(sorted_energy, dtype=torch.bool)  # (B, C): sorted position k starts a new energy
         first[:, 1:] = sorted_energy[:, 1:] != sorted_energy[:, :-1]
         return first  # flag of sorted position k applied to channel k (the op's misalignment)
-    scale = flat.abs().sum(-1).gather(-1, order)  # (B, C): Σ|map| in sorted order, the rounding error's scale
-    rtol = energy_rtol(flat.shape[-1], flat.dtype) if rtol is None else rtol
-    tol = rtol * torch.maximum(scale[:, 1:], scale[:, :-1])  # (B, C - 1)
-    first[:, 1:] = (sorted_energy[:, 1:] - sorted_energy[:, :-1]) > tol
-    group = first.cumsum(-1) - 1  # (B, C): group of each sorted position
-    lowest = torch.full_like(order, order.shape[-1]).scatter_reduce(-1, group, order, "amin")  # (B, C): per group
-    keep_sorted = order == lowest.gather(-1, group)  # (B, C): the group's lowest-index channel
-    return torch.zeros_like(first).scatter(-1, order, keep_sorted)  # (B, C): back in channel order
+    rtol = duplicate_rtol(flat.shape[-1], C, flat.dtype) if rtol is None else rtol
+    scale = flat.abs().sum(-1)  # (B, C): Σ|map|, the rounding's scale
+    sorted_scale = scale.gather(-1, order)  # (B, C)
+    widest = rtol * scale.max()
+    pairs = []  # (image, channel, lower-energy channel) whose energies agree within the tolerance
+    for offset in range(1, C):  # sorted positions `offset` apart; the gaps only grow with the offset
+        gap = sorted_energy[:, offset:] - sorted_energy[:, :-offset]  # (B, C - offset)
+        if not bool((gap <= widest).any()):
+            break
+        near = gap <= rtol * torch.maximum(sorted_scale[:, offset:], sorted_scale[:, :-offset])
+        b, k = near.nonzero(as_tuple=True)
+        pairs.append((b, order[b, k + offset], order[b, k]))
+    rep = torch.arange(C, device=flat.device).repeat(B, 1)  # (B, C): each channel's lowest duplicate so far
+    if pairs:
+        b, i, j = (torch.cat(t) for t in zip(*pairs, strict=True))  # (P,) each
+        distance = (flat[b, i] - flat[b, j]).abs().sum(-1)  # (P,): L1 distance between the two maps
+        same = distance <= rtol * torch.maximum(scale[b, i], scale[b, j])  # (P,)
+        b, i, j = b[same], i[same], j[same]
+        while True:  # lowest index over each group of duplicates (a few rounds: groups are small)
+            lowest = torch.minimum(rep[b, i], rep[b, j])  # (P,)
+            flat_rep = rep.flatten().scatter_reduce(0, b * C + i, lowest, "amin")
+            new = flat_rep.scatter_reduce(0, b * C + j, lowest, "amin").view(B, C)
+            if torch.equal(new, rep):
+                break
+            rep = new
+    return rep == torch.arange(C, device=flat.device)  # (B, C): the lowest index of each group
 
 
 def structure_detail_maps(
@@ -132,7 +153,7 @@ def structure_detail_maps(
     """TASN's structure and detail attention maps (docs/methods.md 3.4), ready for `attention_sample`.
 
     Structure = sum of the trilinear maps whose energy is unique (`unique_energy_mask`; equal to the plain sum when
-    no two energies agree within the rounding tolerance), then bilinear resize to `size`, then squared (MXNet's
+    no two maps agree within the rounding tolerance), then bilinear resize to `size`, then squared (MXNet's
     order; the squaring emphasises peaks and must come after the resize, so it is done here and callers must not
     square again).
     Detail = one channel (training: a random one per image) or, with `detail_channel=None`, the plain sum over all
