@@ -1,4 +1,4 @@
-"""Visualisation: numpy/cv2 overlays (`overlay`), attention statistics (`stats`) and plotly figures (`figures`).
+"""Visualisation: numpy/cv2 overlays (`overlay`) and plotly figures (`figures`).
 
 This package reads `Explanation`s and numpy arrays only: it never imports torch or gradio. Images are RGB uint8
 in and RGB uint8 out.
@@ -27,7 +27,6 @@ from fgviz.viz.overlay import (
     upscale,
     upscale_factor,
 )
-from fgviz.viz.stats import attention_entropy, mean_attention_distance, token_centers
 
 __all__ = [
     "BOX_COLORS",
@@ -35,7 +34,6 @@ __all__ = [
     "DEFAULT_CMAP",
     "OKABE_ITO",
     "SAFE_COLORMAPS",
-    "attention_entropy",
     "attention_grid",
     "blend",
     "colormap",
@@ -47,13 +45,11 @@ __all__ = [
     "heatmap",
     "image_figure",
     "layer_stats",
-    "mean_attention_distance",
     "normalize",
     "normalize_shared",
     "plotly_colorscale",
     "shared_range",
     "tile_maps",
-    "token_centers",
     "topk_bar",
     "upscale",
     "upscale_factor",
