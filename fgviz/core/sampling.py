@@ -14,8 +14,8 @@ The original sampler is a custom MXNet/CUDA op (`AttSamplerOp::Forward` in resea
 
 The op's domain is square maps: both of its loops run over the row count. fgviz gives each axis its own length
 (rows over H, columns over W) in both variants, an extension rather than a reproduction. An all-zero map has no
-result in the op (its NaN step makes the inner `while` loop read past its buffer without bound); fgviz samples it
-uniformly in both variants.
+result in the op (model.py's marginals are 0/0; the NaN step makes the op's inner `while` loop read past its buffer
+without bound, until it faults); fgviz samples it uniformly in both variants.
 
 The structure map's channel filter has the same two variants (`unique_energy_mask`): the intent with a tolerance
 derived from float rounding (`duplicate_rtol`), or the op's exact comparison as written.
@@ -226,7 +226,7 @@ def random_unique_channel(trilinear: Tensor, generator: torch.Generator | None =
 def _marginals(attention: Tensor) -> tuple[Tensor, Tensor]:
     """Normalised max-marginals (B, H) over rows and (B, W) over columns, as model.py's ``att_sample``.
 
-    An all-zero map (the op would divide by zero) gives uniform marginals."""
+    An all-zero map gives uniform marginals (model.py divides 0 by 0, and the op then loops past its buffer)."""
     a = attention.detach().to(torch.promote_types(attention.dtype, torch.float32)).clamp_min(0.0)  # (B, H, W)
     out = []
     for m in (a.amax(dim=-1), a.amax(dim=-2)):  # (B, H): max over columns; (B, W): max over rows
