@@ -112,3 +112,27 @@ def test_the_banner_says_when_a_models_card_records_missed_targets():
             model.provenance.pop("targets", None)
         else:
             model.provenance["targets"] = saved
+
+
+def test_the_readme_demo_table_is_printed_from_the_cards(capsys, monkeypatch):
+    """README's demo table is `python scripts/demo_table.py` output: each card's figures and missed targets."""
+    from scripts import demo_table
+
+    monkeypatch.setattr("sys.argv", ["demo_table.py"])
+    demo_table.main()
+    table = capsys.readouterr().out
+    assert table.strip() in (ROOT / "README.md").read_text()
+    for entry in json.loads((ROOT / "weights" / "registry.json").read_text())["models"]:
+        prov = json.loads((ROOT / entry["source"] / "config.json").read_text())["provenance"]
+        missed = "; ".join(t["target"] for t in prov["targets"] if not t["met"]) or "none"
+        line = next(x for x in table.splitlines() if x.startswith(f"| `{entry['name']}` |"))
+        assert line.split(" | ")[-2] == missed
+        assert prov["targets"] == targets.check(prov_result(prov))  # the card holds the current targets
+
+
+def prov_result(prov):
+    """An `evaluate`-shaped result rebuilt from a card's metrics, to check the card's targets are today's."""
+    trained = {k: {"value": v["value"], "chance": v.get("chance")} for k, v in prov["metrics"].items()}
+    randomized = {k: {"value": v["randomized"], "chance": v.get("chance")} for k, v in prov["metrics"].items()
+                  if "randomized" in v}
+    return {"trained": trained, "randomized": randomized}
