@@ -256,20 +256,29 @@ KERNEL_CASES = [(10, 6, 7, [1, 2, 3, 4, 5]), (16, 28, 28, [1, 7, 8, 13, 14, 15])
                 (64, 28, 28, [3, 17, 40, 61, 62, 63]), (128, 16, 16, [0, 5, 31, 64, 127])]
 
 
-def cpu_has_avx512() -> bool:
+CPU_FLAGS = {"avx2": {"avx2", "fma"}, "avx512": {"avx512f", "avx512bw", "avx512vl", "avx512dq"}}
+
+
+def cpu_supports(capability: str) -> bool:
+    """Whether torch can run its `capability` kernels here: the CPU's flags (/proc/cpuinfo), or elsewhere the best
+    capability torch picked for this process."""
+    if capability == "default":
+        return True
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        return CPU_FLAGS[capability] <= set(Path("/proc/cpuinfo").read_text().split())
     except OSError:
-        return False
-    return all(f in flags.split() for f in ("avx512f", "avx512bw", "avx512vl", "avx512dq"))
+        order = ["default", "avx2", "avx512"]
+        best = torch.backends.cpu.get_cpu_capability().lower()
+        return best in order and "ATEN_CPU_CAPABILITY" not in os.environ and order.index(best) >= order.index(
+            capability)
 
 
 @pytest.mark.parametrize("capability", ["avx512", "avx2", "default"])
 def test_dead_channels_count_once_under_every_cpu_kernel(capability):
     """ATEN_CPU_CAPABILITY picks the kernels torch vectorises with; under each, the dead channels' maps (equal
     mathematically, not always bit for bit) count once and every live channel counts."""
-    if capability == "avx512" and not cpu_has_avx512():
-        pytest.skip("this CPU has no AVX-512 (avx512f/bw/vl/dq in /proc/cpuinfo), so torch cannot select that kernel")
+    if not cpu_supports(capability):
+        pytest.skip(f"this CPU cannot run torch's {capability} kernels (flags {sorted(CPU_FLAGS[capability])})")
     env = {**os.environ, "ATEN_CPU_CAPABILITY": capability, "PYTHONPATH": str(ROOT)}
     run = subprocess.run([sys.executable, "-c", KERNEL_CHECK, json.dumps(KERNEL_CASES)], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
