@@ -46,30 +46,31 @@ def main() -> None:
         domain, version = domain_of(trained), data_version(trained)
         H, W = trained.config.img_size
         samples = [synthetic.make_sample(domain, i, HELD_OUT_SEED, (H, W), version) for i in range(args.n)]
-        chance = float(np.mean([s.part_mask.mean() for s in samples]))
+        masks = [trained.preprocess.mask(s.part_mask) for s in samples]  # in the model's input pixels
+        chance = float(np.mean([m.mean() for m in masks]))
         for kind, model in (("trained", trained), ("re-init", trained.reinitialized(seed=0).eval())):
             sums = {r: [] for r in ROLLOUTS}
             recall = {a: [] for a in ALPHAS}
             area = {a: [] for a in ALPHAS}
-            for s in samples:
+            for s, part_mask in zip(samples, masks, strict=True):
                 e = model.explain(s.image)
                 analysis = AttentionAnalysis(e)
                 for fusion, discard in ROLLOUTS:
                     last = analysis.rollout(fusion, discard)[-1]  # (gh, gw) CLS row of the last layer's rollout
-                    epg = metrics.energy_pointing_game(token_pixels(e, last), s.part_mask)
+                    epg = metrics.energy_pointing_game(token_pixels(e, last), part_mask)
                     sums[(fusion, discard)].append(epg.value)
                 for layer, cls in enumerate(analysis.query_grid(0).mean(1)):  # (L, gh, gw): head-mean CLS attention
-                    epg = metrics.energy_pointing_game(token_pixels(e, cls), s.part_mask)
+                    epg = metrics.energy_pointing_game(token_pixels(e, cls), part_mask)
                     sums.setdefault(f"raw CLS attention, layer {layer + 1}", []).append(epg.value)
                 if trained.method == "rams_trans" and kind == "trained":  # the DPPM at other thresholds
                     default_alpha = float(e.params["alphas"][0])
                     for a in ALPHAS:
                         box = e.crop_boxes[0] if a == default_alpha else model.explain(s.image, alpha=a).crop_boxes[0]
-                        recall[a].append(metrics.crop_recall(box, s.part_mask).value)
-                        area[a].append(metrics.crop_area_share(box, s.part_mask.shape))
-                        ob = dppm_oracle_box(s.part_mask, e.grid, e.patch_size, a)
-                        recall.setdefault(("oracle", a), []).append(metrics.crop_recall(ob, s.part_mask).value)
-                        area.setdefault(("oracle", a), []).append(metrics.crop_area_share(ob, s.part_mask.shape))
+                        recall[a].append(metrics.crop_recall(box, part_mask).value)
+                        area[a].append(metrics.crop_area_share(box, part_mask.shape))
+                        ob = dppm_oracle_box(part_mask, e.grid, e.patch_size, a)
+                        recall.setdefault(("oracle", a), []).append(metrics.crop_recall(ob, part_mask).value)
+                        area.setdefault(("oracle", a), []).append(metrics.crop_area_share(ob, part_mask.shape))
             for what, v in sums.items():
                 mean = float(np.mean(v))
                 what = what if isinstance(what, str) else f"rollout, {what[0]}, discard {what[1]}"

@@ -18,6 +18,31 @@ from fgviz.core import attention as A
 
 # ---------------------------------------------------------------- helpers
 
+# Smallest relative margin allowed at each decision a reference makes (an argmax, the discard cut-off, the DPPM
+# threshold). The code decides in float32, on whatever kernel the machine picks; its values agree with the float64
+# references to about 1e-6 relative, so a margin of 1e-4 makes both decide alike on every machine, by construction.
+DECISIVE = 1e-4
+
+
+def decisive_argmax(rows: np.ndarray) -> np.ndarray:
+    """argmax over the last axis, after checking that the largest value beats the second by DECISIVE."""
+    top = np.sort(rows, axis=-1)[..., -2:]
+    gap = (top[..., 1] - top[..., 0]) / np.abs(top[..., 1])
+    assert gap.min() > DECISIVE, f"near-tie at an argmax ({gap.min():.1e}): the test input is not decisive"
+    return rows.argmax(-1)
+
+
+def decisive_cut(values: np.ndarray, k: int) -> None:
+    """Check that the k smallest of `values` are apart from the rest by DECISIVE (the discard cut-off)."""
+    if 0 < k < values.size:
+        s = np.sort(values)
+        assert s[k] - s[k - 1] > DECISIVE * s[k], "near-tie at the discard cut-off: the test input is not decisive"
+
+
+def decisive_threshold(values: np.ndarray, threshold: float) -> None:
+    """Check that no value lies within DECISIVE (relative) of the threshold it is compared with."""
+    assert np.abs(values - threshold).min() > DECISIVE * abs(threshold), "a value sits on the threshold"
+
 
 def rand_attn(seed: int, L: int, B: int, H: int, N: int, sharpness: float = 1.0) -> list[torch.Tensor]:
     """L post-softmax float32 tensors (B, H, N, N) from seeded random logits."""
@@ -40,6 +65,7 @@ def ref_rollout(atts, fusion: str, ratio: float, p: int) -> np.ndarray:
             f = fuse_np(a[b], fusion)
             block = f[p:, p:].copy().ravel()
             k = math.floor(ratio * block.size)
+            decisive_cut(block, k)
             block[np.argsort(block, kind="stable")[:k]] = 0.0
             f = f.copy()
             f[p:, p:] = block.reshape(N - p, N - p)
@@ -61,7 +87,7 @@ def ref_psm(atts) -> tuple[np.ndarray, np.ndarray]:
             for a in As[1:]:
                 P = a[b, h] @ P
             rows[b, h] = P[0, 1:]
-    return rows.argmax(-1) + 1, rows
+    return decisive_argmax(rows) + 1, rows
 
 
 def flood_fill_largest(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
@@ -107,6 +133,7 @@ def ref_dppm(atts, grid, alpha: float, p: int):
             J = G @ J
         g = J.mean(axis=0)[p:]
         g = g / g.max()
+        decisive_threshold(g, alpha * g.mean())
         mask = (g > alpha * g.mean()).reshape(grid)
         gs.append(g)
         masks.append(mask)
@@ -391,3 +418,72 @@ def test_qk_paths_accept_half_precision():
     assert rows.dtype == atts[0].dtype == torch.float32
     torch.testing.assert_close(rows, A.psm_rows(atts), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(idx, A.psm_select(atts))
+
+
+# ---------------------------------------------------------------- per-head statistics (the Layers tab's)
+
+
+def naive_entropy(row: list[float]) -> float:
+    """-sum p log p of a row renormalised to sum 1, in float64 with 0 log 0 = 0."""
+    total = math.fsum(row)
+    if total == 0:
+        return 0.0
+    return -math.fsum(p / total * math.log(p / total) for p in row if p > 0)
+
+
+def naive_distance(row: list[float], query: int, grid: tuple[int, int], patch: int, stride: int) -> float:
+    """sum_j a_j * |centre(query) - centre(j)| / sum_j a_j, footprint centres worked out per token."""
+    gw = grid[1]
+
+    def centre(t: int) -> tuple[float, float]:
+        r, c = divmod(t, gw)
+        return r * stride + (patch - 1) / 2, c * stride + (patch - 1) / 2
+
+    total = math.fsum(row)
+    if total == 0:
+        return 0.0
+    (qy, qx) = centre(query)
+    return math.fsum(a * math.hypot(qy - y, qx - x) for a, (y, x) in zip(row, map(centre, range(len(row))),
+                                                                           strict=True)) / total
+
+
+def test_attention_entropy_against_a_float64_loop():
+    gen = torch.Generator().manual_seed(30)
+    rows = torch.rand(3, 4, 17, generator=gen) ** 4
+    rows[0, 0, :5] = 0.0  # exact zeros: 0 log 0 = 0
+    rows[1, 2] = 0.0  # an empty row: 0
+    rows[2] *= 0.3  # unnormalised rows are renormalised
+    got = A.attention_entropy(rows)
+    assert got.shape == (3, 4)
+    ref = np.array([[naive_entropy(r.double().tolist()) for r in block] for block in rows])
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-6)
+    assert A.attention_entropy(torch.full((1, 9), 1 / 9)).item() == pytest.approx(math.log(9), rel=1e-6)
+
+
+@pytest.mark.parametrize(("grid", "patch", "stride"), [((3, 4), 16, 16), ((4, 3), 16, 12), ((2, 5), 5, 3)])
+def test_attention_distance_against_a_float64_loop(grid, patch, stride):
+    n = grid[0] * grid[1]
+    gen = torch.Generator().manual_seed(31)
+    attn = torch.rand(2, n, n, generator=gen) ** 3  # (heads, queries, keys): patch queries over patch keys
+    attn[0, 1] = 0.0
+    queries = [0, n // 2, n - 1]
+    dist = A.token_distances(grid, patch, stride)
+    got = A.attention_distance(attn[:, queries], dist[queries])  # (2, 3)
+    ref = np.array([[naive_distance(attn[h, q].double().tolist(), q, grid, patch, stride) for q in queries]
+                    for h in range(2)])
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_distance_closed_forms():
+    # 1 x 2 grid at stride 12: each query attends fully to the other token -> 12 px; to itself -> 0.
+    swap = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    dist = A.token_distances((1, 2), 16, 12)
+    np.testing.assert_allclose(A.attention_distance(swap, dist).numpy(), [12.0, 12.0])
+    np.testing.assert_allclose(A.attention_distance(torch.eye(2), dist).numpy(), [0.0, 0.0])
+    # Uniform attention on a 2x2 grid at stride 10: every query sees 0, 10, 10, 10·sqrt(2).
+    uni = torch.full((4, 4), 0.25)
+    np.testing.assert_allclose(A.attention_distance(uni, A.token_distances((2, 2), 16, 10)).numpy(),
+                               (20 + 10 * math.sqrt(2)) / 4, rtol=1e-6)
+    c = A.token_centers((2, 3), 16, 12)
+    np.testing.assert_allclose(c[0], [7.5, 7.5])
+    np.testing.assert_allclose(c[5], [19.5, 31.5])

@@ -8,7 +8,20 @@ from fgviz.bench import bench_psm, main, official_psm, random_attention
 from fgviz.core.attention import psm_select
 
 
+def psm_margin(attns: list[torch.Tensor]) -> float:
+    """Smallest relative gap between the largest and the second CLS-row value of the float64 per-head products."""
+    prod = attns[0].double()
+    for a in attns[1:]:
+        prod = a.double() @ prod
+    top = prod[:, :, 0, 1:].sort(dim=-1).values[..., -2:]
+    return float(((top[..., 1] - top[..., 0]) / top[..., 1]).min())
+
+
 def test_official_psm_reference_agrees_with_psm_select():
+    # Exact index equality between two float32 computations holds on every kernel only where no two tokens nearly
+    # tie; these inputs (and the quick benchmark's, N = 50, 11 layers, 4 heads) are 50x or more above float32 noise.
+    for attns in (random_attention(4, 3, 20, seed=1), random_attention(3, 2, 20), random_attention(11, 4, 50)):
+        assert psm_margin(attns) > 1e-4
     attns = random_attention(4, 3, 20, seed=1)
     assert torch.equal(official_psm(attns), psm_select(attns))
     assert bench_psm(20, 3, 2, repeats=1)["same_indices"]
@@ -38,6 +51,10 @@ def test_kept_attention_alternative_selects_the_same_tokens_and_restores_the_blo
                          embed_dim=32, depth=3, num_heads=4).eval()
     x = torch.randn(2, 3, 48, 48)
     with torch.inference_mode():
-        expected = model._forward(x)["part_tokens"]
+        out = model._forward(x)
+    expected = out["part_tokens"]
+    top = out["psm_rows"].sort(dim=-1).values[..., -2:]  # (B, H, 2)
+    # no near-tie (1e-4 relative, 100x the two float32 paths' difference): both pick alike on every kernel
+    assert ((top[..., 1] - top[..., 0]) / top[..., 1]).min() > 1e-4
     assert torch.equal(forward_keeping_attention(model, x, block_rows=7), expected)
     assert all("forward" not in vars(blk.attn) for blk in model.vit.blocks)

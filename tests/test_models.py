@@ -10,6 +10,7 @@ from PIL import Image
 from scipy import ndimage
 
 from fgviz.core.explanation import Explanation
+from fgviz.core.sampling import duplicate_rtol
 from fgviz.methods import create_model
 from fgviz.methods.transfg.model import TransFG, TransFGConfig
 from tests.conftest import make_tiny
@@ -66,6 +67,8 @@ def test_transfg_matches_naive_official_forward(test_image):
         for a in attns[1:]:
             prod = a @ prod  # (B, H, N, N)
         idx = prod[:, :, 0, 1:].argmax(-1) + 1  # (B, H)
+        top = prod[:, :, 0, 1:].sort(dim=-1).values[..., -2:]
+        assert ((top[..., 1] - top[..., 0]) / top[..., 1]).min() > 1e-4  # no near-tie: float32 picks alike anywhere
         parts = torch.stack([h[0, i] for i in idx[0]])[None]
         z = vit.blocks[-1](torch.cat([h[:, :1], parts], 1))
         ref_logits = vit.head(vit.norm(z)[:, 0])
@@ -107,6 +110,7 @@ def test_rams_trans_matches_naive_official_dppm(test_image):
             J = G if J is None else G @ J
         g = J[:, 2:].mean(0)
         g = (g / g.max()).numpy().reshape(gh, gw)
+        assert np.abs(g - 1.2 * g.mean()).min() > 1e-4 * g.mean()  # no token on the threshold (float32 decides alike)
         mask = g > 1.2 * g.mean()
         labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
         assert n >= 1, "the sharpened tiny model should produce a non-empty proposal"
@@ -174,6 +178,10 @@ def test_tasn_maps_and_sampling_match_naive(test_image):
     n1 = torch.softmax(7.0 * Xd, dim=1)  # per channel over space
     rel = torch.softmax(n1 @ Xd.T, dim=1)  # (C, C)
     trilinear = (rel @ Xd).reshape(C, *X.shape[2:]).numpy()
+    # No two maps agree within 100x the filter's rounding tolerance (L1): it keeps every channel, the map is their sum
+    flat = trilinear.reshape(C, -1)
+    apart = np.where(np.eye(C, dtype=bool), np.inf, np.abs(flat[:, None] - flat[None]).sum(-1))  # (C, C) L1
+    assert apart.min() > 100 * duplicate_rtol(trilinear[0].size, C) * np.abs(flat).sum(1).max()
     np.testing.assert_allclose(expl.maps["structure"], trilinear.sum(0), rtol=2e-3, atol=1e-4)
     # The structure-sampled image is the input sampled bilinearly at the separable grid of its coordinates.
     rows, cols = expl.sample_coords["structure"]

@@ -1,7 +1,8 @@
 """Every preview and derived view is pinned to what the model itself computes.
 
 - Layers and heads tab (`fgviz.explorer.analysis`): every head fusion and discard ratio against a naive float64
-  rollout of the attention the model's blocks produce (captured with ``record_attention(mode="attn")``).
+  rollout of the attention the model's blocks produce (captured with ``record_attention(mode="attn")``), and its
+  entropy and mean attention distance against loops over the same attention.
 - RAMS-Trans step preview for another alpha: identical (mask, component, box, crop, every panel's pixels) to a
   re-run of the model with that alpha.
 - TASN step preview for other sampler parameters: identical to a re-run with them; the drawn maps are the ones the
@@ -9,6 +10,8 @@
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -116,12 +119,29 @@ def test_clicked_patch_rows_and_columns_are_the_models(vit_case) -> None:
 
 
 def test_head_statistics_are_the_models_attention(vit_case) -> None:
-    """Entropy per layer and head (nats, mean over query rows) against the float64 attention."""
+    """The Layers tab's entropy (nats, every query row over all keys, mean over queries) and mean attention distance
+    (pixels between footprint centres, patch queries over patch keys, mean over patch queries), per layer and head,
+    against the float64 attention the model's blocks computed, restated with loops."""
     _, e, attn = vit_case
-    ent, _ = AttentionAnalysis(e).stats()
-    A = np.stack(attn)
-    ref = -(A * np.log(np.clip(A, 1e-300, None))).sum(-1).mean(-1)  # (L, H)
-    np.testing.assert_allclose(ent, ref, rtol=1e-2, atol=1e-3)
+    ent, dist = AttentionAnalysis(e).stats()
+    L, H, N, p = len(attn), attn[0].shape[0], attn[0].shape[-1], e.num_prefix_tokens
+    gh, gw = e.grid
+    centres = [(r * e.stride + (e.patch_size - 1) / 2, c * e.stride + (e.patch_size - 1) / 2)
+               for r in range(gh) for c in range(gw)]
+    ref_ent, ref_dist = np.zeros((L, H)), np.zeros((L, H))
+    for layer in range(L):
+        for h in range(H):
+            a = attn[layer][h]  # (N, N) float64, rows sum to 1
+            ref_ent[layer, h] = np.mean([-sum(v * math.log(v) for v in row if v > 0) for row in a])
+            per_query = []
+            for q in range(p, N):
+                w = a[q, p:] / a[q, p:].sum()  # over the patch keys
+                (qy, qx) = centres[q - p]
+                per_query.append(sum(wj * math.hypot(qy - y, qx - x) for wj, (y, x) in zip(w, centres, strict=True)))
+            ref_dist[layer, h] = np.mean(per_query)
+    # the tab reads float16 queries and keys (measured: 4e-5 off at most)
+    np.testing.assert_allclose(ent, ref_ent, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(dist, ref_dist, rtol=1e-3)
 
 
 # ---- RAMS-Trans: the DPPM step for another alpha -----------------------------------------------------------------

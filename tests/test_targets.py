@@ -36,18 +36,28 @@ def test_every_rule_against_numbers_worked_by_hand():
     assert not t["psm_part_hit_rate >= 1.5x re-initialised"]["met"] and t[
         "psm_part_hit_rate >= 1.5x re-initialised"]["bar"] == pytest.approx(0.6)
     assert not t["crop_area_share < 0.5"]["met"]  # strictly below
-    assert t["crop_recall >= 2x chance"]["met"]  # 0.6 >= 2 x 0.3
+    assert t["crop_recall > chance"] == {"target": "crop_recall > chance", "value": 0.6, "bar": 0.3, "met": True}
+    assert "crop_recall >= 2x chance" not in t  # retired (issue 22): above the DPPM's own ceiling on this data
     assert not t["crop_recall >= 0.9x oracle"]["met"] and t["crop_recall >= 0.9x oracle"]["bar"] == pytest.approx(0.63)
-    assert t["rollout_energy_pointing >= 4x chance"]["met"]  # 0.2 >= 4 x 0.05
+    assert t["rollout_energy_pointing >= 2x chance"]["met"]  # 0.2 >= 2 x 0.05
+    assert t["rollout_energy_pointing >= 2x re-initialised"]["bar"] == pytest.approx(0.16)  # 0.2 >= 2 x 0.08
+    assert t["rollout_energy_pointing >= 2x re-initialised"]["met"]
+    assert "rollout_energy_pointing >= 4x chance" not in t
     collapse = t["rollout_energy_pointing re-initialised <= 1.5x chance"]
     assert collapse["value"] == 0.08 and collapse["bar"] == pytest.approx(0.075) and not collapse["met"]
     assert not any("structure_magnification" in k for k in t)  # no such figure: no such target
+    # "above" the random box is strict, and a re-initialised rollout at 0.11 makes 2x of it 0.22 > 0.2
+    level = by_target({"trained": {"crop_recall": fig(0.3, 0.3), "rollout_energy_pointing": fig(0.2, 0.05)},
+                       "randomized": {"rollout_energy_pointing": fig(0.11, 0.05)}})
+    assert not level["crop_recall > chance"]["met"]
+    assert not level["rollout_energy_pointing >= 2x re-initialised"]["met"]
+    assert level["rollout_energy_pointing >= 2x chance"]["met"]
 
 
 def test_a_target_without_its_reference_is_skipped_not_passed():
     result = {"trained": {"psm_part_hit_rate": fig(0.9, None), "crop_recall": fig(0.9, 0.1)}}
     t = by_target(result)
-    assert set(t) == {"crop_recall >= 2x chance"}  # no chance, no re-init run, no oracle: nothing else is claimed
+    assert set(t) == {"crop_recall > chance"}  # no chance, no re-init run, no oracle: nothing else is claimed
 
 
 def test_the_card_says_which_targets_are_missed(tmp_path):
@@ -102,3 +112,27 @@ def test_the_banner_says_when_a_models_card_records_missed_targets():
             model.provenance.pop("targets", None)
         else:
             model.provenance["targets"] = saved
+
+
+def test_the_readme_demo_table_is_printed_from_the_cards(capsys, monkeypatch):
+    """README's demo table is `python scripts/demo_table.py` output: each card's figures and missed targets."""
+    from scripts import demo_table
+
+    monkeypatch.setattr("sys.argv", ["demo_table.py"])
+    demo_table.main()
+    table = capsys.readouterr().out
+    assert table.strip() in (ROOT / "README.md").read_text()
+    for entry in json.loads((ROOT / "weights" / "registry.json").read_text())["models"]:
+        prov = json.loads((ROOT / entry["source"] / "config.json").read_text())["provenance"]
+        missed = "; ".join(t["target"] for t in prov["targets"] if not t["met"]) or "none"
+        line = next(x for x in table.splitlines() if x.startswith(f"| `{entry['name']}` |"))
+        assert line.split(" | ")[-2] == missed
+        assert prov["targets"] == targets.check(prov_result(prov))  # the card holds the current targets
+
+
+def prov_result(prov):
+    """An `evaluate`-shaped result rebuilt from a card's metrics, to check the card's targets are today's."""
+    trained = {k: {"value": v["value"], "chance": v.get("chance")} for k, v in prov["metrics"].items()}
+    randomized = {k: {"value": v["randomized"], "chance": v.get("chance")} for k, v in prov["metrics"].items()
+                  if "randomized" in v}
+    return {"trained": trained, "randomized": randomized}

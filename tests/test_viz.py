@@ -1,4 +1,4 @@
-"""Tests for fgviz.viz: overlays, drawing, figures and attention statistics.
+"""Tests for fgviz.viz: overlays, drawing and figures.
 
 References are independent of the implementation: hand-written matrices, published colormap endpoints, brute-force
 loops and closed-form distances.
@@ -10,7 +10,6 @@ import ast
 import base64
 import io
 import itertools
-import math
 import subprocess
 import sys
 import textwrap
@@ -22,7 +21,7 @@ from PIL import Image
 
 from fgviz.core import geometry
 from fgviz.core.explanation import Explanation
-from fgviz.viz import figures, overlay, panels, stats
+from fgviz.viz import figures, overlay, panels
 
 ROOT = Path(__file__).resolve().parents[1]
 VIZ_DIR = ROOT / "fgviz" / "viz"
@@ -481,49 +480,6 @@ def test_attention_grid_figure(rng):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# stats
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def test_attention_entropy():
-    n = 8
-    rows = np.stack([np.full(n, 1.0 / n), np.eye(n)[3], np.full(n, 0.5 / n)])
-    h = stats.attention_entropy(rows)
-    assert h.shape == (3,)
-    np.testing.assert_allclose(h, [math.log(n), 0.0, math.log(n)], atol=1e-6)  # last row renormalised
-    np.testing.assert_allclose(stats.attention_entropy(rows[:1], base=2), [3.0], atol=1e-6)
-    two = np.array([0.25, 0.75])
-    np.testing.assert_allclose(stats.attention_entropy(two), -(0.25 * math.log(0.25) + 0.75 * math.log(0.75)))
-    assert stats.attention_entropy(np.zeros((2, 3, 5))).shape == (2, 3)
-
-
-def test_mean_attention_distance_closed_forms():
-    # 1 x 2 grid at stride 12: each query attends fully to the other token -> 12 px.
-    swap = np.array([[[0.0, 1.0], [1.0, 0.0]]])
-    np.testing.assert_allclose(stats.mean_attention_distance(swap, (1, 2), 16, 12), [12.0])
-    # Attending to self -> 0.
-    np.testing.assert_allclose(stats.mean_attention_distance(np.eye(4)[None], (2, 2), 16, 16), [0.0])
-    # Uniform attention on a 2x2 grid at stride 10: every query sees 0, 10, 10, 10*sqrt(2).
-    uni = np.full((3, 2, 4, 4), 0.25)
-    out = stats.mean_attention_distance(uni, (2, 2), 16, 10)
-    assert out.shape == (3, 2)
-    np.testing.assert_allclose(out, (20 + 10 * math.sqrt(2)) / 4, rtol=1e-6)
-    # Unnormalised rows (CLS key dropped) are renormalised; a subset of queries by patch index.
-    half = np.array([[[0.0, 0.0, 0.0, 0.5]]])
-    np.testing.assert_allclose(
-        stats.mean_attention_distance(half, (2, 2), 16, 10, query_index=[0]), [10 * math.sqrt(2)], rtol=1e-6
-    )
-    with pytest.raises(ValueError, match="patches"):
-        stats.mean_attention_distance(np.ones((1, 3, 3)), (2, 2), 16, 16)
-
-
-def test_token_centers():
-    c = stats.token_centers((2, 3), 16, 12)
-    np.testing.assert_allclose(c[0], [7.5, 7.5])
-    np.testing.assert_allclose(c[5], [19.5, 31.5])
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # dependency rules
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -553,7 +509,7 @@ def test_importing_viz_loads_neither_torch_nor_gradio():
         pkg = types.ModuleType("fgviz")
         pkg.__path__ = [{str(ROOT / "fgviz")!r}]
         sys.modules["fgviz"] = pkg
-        import fgviz.viz, fgviz.viz.figures, fgviz.viz.overlay, fgviz.viz.stats, fgviz.core.explanation
+        import fgviz.viz, fgviz.viz.figures, fgviz.viz.overlay, fgviz.core.explanation
         bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "gradio"))
         print("BAD" if bad else "OK", bad[:5])
         """

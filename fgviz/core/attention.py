@@ -409,3 +409,59 @@ def psm_select_qk(
         r = r_new
     rows = r[:, :, 0, 1:]  # (B, H, N - 1)
     return rows.argmax(dim=-1) + 1, rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Per-head statistics (the Layers tab's entropy and mean attention distance; the one home of both)
+
+
+def token_centers(grid: tuple[int, int], patch_size: int, stride: int) -> np.ndarray:
+    """(gh * gw, 2) float64 (y, x) pixel centres of the patch tokens' footprints, row-major (prefix tokens not
+    counted): `stride * (r, c) + (patch_size - 1) / 2`, so with overlapping patches (TransFG: 16 px at stride 12)
+    neighbouring tokens are `stride` pixels apart, not `patch_size`."""
+    gh, gw = grid
+    r, c = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
+    off = (patch_size - 1) / 2.0
+    return np.stack([r.ravel() * stride + off, c.ravel() * stride + off], axis=1).astype(np.float64)
+
+
+def token_distances(grid: tuple[int, int], patch_size: int, stride: int) -> Tensor:
+    """(Np, Np) float32 pixel distances between the patch tokens' footprint centres (`token_centers`)."""
+    pos = torch.from_numpy(token_centers(grid, patch_size, stride))
+    return torch.cdist(pos, pos).float()  # (Np, Np)
+
+
+def attention_entropy(attn: Tensor) -> Tensor:
+    """Shannon entropy (nats) of each attention row, a distribution over the last axis.
+
+    Rows are renormalised to sum to 1 first (so a row restricted to some keys is their distribution); 0 log 0 = 0;
+    an all-zero row has entropy 0. The maximum is log(N), uniform attention.
+
+    Args:
+        attn: (..., N) non-negative weights.
+
+    Returns:
+        (...) float32 or wider.
+    """
+    a = attn.to(_compute_dtype(attn)).clamp_min(0.0)
+    total = a.sum(-1, keepdim=True)  # (..., 1)
+    p = torch.where(total > 0, a / total.clamp_min(torch.finfo(a.dtype).tiny), 0.0)  # (..., N)
+    return -torch.special.xlogy(p, p).sum(-1)  # (...)
+
+
+def attention_distance(attn: Tensor, distances: Tensor) -> Tensor:
+    """Mean attention distance of each query row: `sum_j a_ij * d_ij / sum_j a_ij` (Raghu et al. 2021, "Do Vision
+    Transformers See Like Convolutional Neural Networks?"; Dosovitskiy et al. 2021, Fig. 7), in the units of
+    `distances` (fgviz: pixels between footprint centres). A row with no weight gives 0.
+
+    Args:
+        attn: (..., Nq, Nk) non-negative weights of Nq query rows over Nk keys (patch queries over patch keys).
+        distances: (Nq, Nk) distance of each query from each key (`token_distances` rows).
+
+    Returns:
+        (..., Nq) float32 or wider.
+    """
+    a = attn.to(_compute_dtype(attn)).clamp_min(0.0)
+    total = a.sum(-1)  # (..., Nq)
+    weighted = (a * distances.to(a.dtype)).sum(-1)  # (..., Nq)
+    return torch.where(total > 0, weighted / total.clamp_min(torch.finfo(a.dtype).tiny), 0.0)

@@ -9,8 +9,9 @@ Every metric returns a `MetricResult(value, chance)`; the chance value is what a
 would score (random tokens, a random map, a random box of the same size), because a score means little without
 it (SaCo, Wu et al. CVPR 2024, found perturbation metrics barely separate methods from random attributions).
 
-Conventions: boxes are (x0, y0, x1, y1) pixels with x1/y1 exclusive; masks are (H, W) bool; maps of any
-resolution are resized to the mask's size bilinearly (cv2, pixel centres aligned) before use.
+Conventions: boxes are (x0, y0, x1, y1) pixels with x1/y1 exclusive; masks are (H, W) bool in the pixels of the
+model's input (`Preprocess.mask` takes ground truth there, as `explain` takes the image); maps of any resolution are
+resized to the mask's size bilinearly (cv2, pixel centres aligned) before use.
 
 References: energy pointing game, Wang et al., "Score-CAM", CVPR-W 2020; deletion/insertion, Petsiuk et al.,
 "RISE", BMVC 2018; sanity checks, Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018.

@@ -90,6 +90,26 @@ class Preprocess:
         top, left = self.crop_origin(rh, rw)
         return np.asarray(pil.crop((left, top, left + W, top + H)), dtype=np.uint8).copy()
 
+    def mask(self, mask: np.ndarray) -> np.ndarray:
+        """A ground-truth mask in the source image's pixels -> the same mask in the model's input pixels.
+
+        The one path from ground truth to what a model saw: the mask goes through `display` exactly as the image
+        does (the same resize by `crop_pct`, the same filter, the same centre crop), as a 0/255 image, and a pixel
+        is in where the resampled value is at least half (128). The explorer's ground truth, `fgviz.evaluate` and
+        the metrics scripts all take masks through here.
+
+        Args:
+            mask: (H, W) bool (or 0/1) in the pixels of the image given to `explain`.
+
+        Returns:
+            (img_size) bool.
+        """
+        m = np.asarray(mask)
+        if m.ndim != 2:
+            raise ValueError(f"mask must be (H, W), got {m.shape}")
+        rgb = np.repeat((m.astype(bool).astype(np.uint8) * 255)[:, :, None], 3, axis=2)  # (H, W, 3) 0/255
+        return self.display(rgb)[:, :, 0] >= 128
+
     def normalize(self, display: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 -> (1, 3, H, W) float32 normalised."""
         x = torch.from_numpy(np.ascontiguousarray(display)).permute(2, 0, 1).float().div_(255.0)  # (3, H, W)

@@ -9,12 +9,21 @@ The original sampler is a custom MXNet/CUDA op (`AttSamplerOp::Forward` in resea
 
 - ``variant="tasn"`` (default): the official clipping rule (both axes clipped at one threshold, the sequence of
   thresholds as in the op) with two fixes of the op's inverse CDF, each stated where it is made (`_inverse_cdf`).
-- ``variant="mxnet"``: the official grid exactly, quirks included, so anyone can compare (`_inverse_cdf_mxnet`).
+- ``variant="mxnet"``: the official grid exactly, quirks included (its first sample depends on the image's place in
+  the batch), so anyone can compare (`_inverse_cdf_mxnet`).
 
-The structure map's channel filter has the same two variants (`structure_detail_maps`).
+The op's domain is square maps: both of its loops run over the row count. fgviz gives each axis its own length
+(rows over H, columns over W) in both variants, an extension rather than a reproduction. An all-zero map has no
+result in the op (model.py's marginals are 0/0; the NaN step makes the op's inner `while` loop read past its buffer
+without bound, until it faults); fgviz samples it uniformly in both variants.
+
+The structure map's channel filter has the same two variants (`unique_energy_mask`): the intent with a tolerance
+derived from float rounding (`duplicate_rtol`), or the op's exact comparison as written.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -52,32 +61,86 @@ def _check_variant(variant: str) -> None:
         raise ValueError(f"variant must be one of {SAMPLER_VARIANTS}, got {variant!r}")
 
 
-def unique_energy_mask(trilinear: Tensor, *, variant: str = "tasn") -> Tensor:
-    """Which trilinear maps TASN's structure op counts: channels with a unique total energy (sum over space).
+def duplicate_rtol(map_size: int, channels: int, dtype: torch.dtype = torch.float32) -> float:
+    """Relative tolerance within which two trilinear maps count as one: (sqrt(h·w) + sqrt(C))·eps.
+
+    Each map value is a sum over the C channels (T = N2 X) and each energy a sum over the n = h·w values (and
+    R = N1 Xᵀ runs over n too). Two evaluations of one mathematical sum of m terms in different orders (two rows of
+    a matrix product on different kernel paths, another CPU kernel, a GPU) differ by rounding alone:
+    - worst case (Higham, "Accuracy and Stability of Numerical Algorithms", 2002, §4.2): each is within
+      (m - 1)·u·Σ|x| of the exact sum, u = eps / 2, so the two may differ by up to m·eps·Σ|x|;
+    - with round-to-nearest errors modelled as independent and mean-zero (Higham & Mary, SIAM J. Sci. Comput.
+      41(5), 2019), the error grows as sqrt(m)·u instead, so two orders differ by about sqrt(m)·eps·Σ|x|.
+    fgviz takes the second for both sums (per value over C, then over n), relative to Σ|map|. The worst case is
+    reached only by adversarial rounding, is far wider than the differences seen (1.5 eps between two dead
+    channels' energies under AVX-512, docs/methods.md 3.4) and would count distinct maps as one more often.
+    """
+    return (math.sqrt(map_size) + math.sqrt(channels)) * torch.finfo(dtype).eps
+
+
+def unique_energy_mask(trilinear: Tensor, *, variant: str = "tasn", rtol: float | None = None) -> Tensor:
+    """Which trilinear maps TASN's structure op counts: each distinct map once (the op: each distinct energy).
 
     The official ``Structure_Att`` (model.py) means to count duplicate maps once (the maps of dead channels are all
-    equal, docs/methods.md 3.4): it sorts the energies and flags each sorted position whose energy differs from the
-    previous one, but then multiplies those flags with the channels in their *original* order, so the flags land on
-    the wrong channels.
+    equal, docs/methods.md 3.4): it sorts the energies (sums over space) and flags each sorted position whose energy
+    differs from the previous one, but then multiplies those flags with the channels in their *original* order, so
+    the flags land on the wrong channels. It also compares exactly, and maps that are equal mathematically are not
+    equal bit for bit on every kernel (different rows of a matrix product are summed in different orders).
 
-    - ``variant="tasn"``: the intent, each distinct energy counted once (its lowest-index channel). This is also
-      the set the official ``Detail_Att`` draws its training channel from (there the indices are aligned).
-    - ``variant="mxnet"``: the op as written, sorted-order flags applied by channel index.
+    - ``variant="tasn"``: the intent. Two maps are one when their energies agree within `duplicate_rtol` x Σ|map|
+      (the op's test, made tolerant of rounding) *and* so do the maps themselves, in L1 distance. Energy alone would
+      also merge distinct maps whose energies happen to be that close (on random features, a fifth of the
+      channels), and whether it did would then hang on the last bits, on each machine differently; distinct maps
+      are far apart in L1, duplicates within rounding. Each group of duplicates counts once, by its lowest-index
+      channel, so the choice does not depend on which copy rounded lowest. This is also the set the official
+      ``Detail_Att`` draws its training channel from (there the indices are aligned).
+    - ``variant="mxnet"``: the op as written: exact comparison of energies, sorted-order flags applied by channel
+      index.
 
     Args:
         trilinear: (B, C, h, w).
+        variant: "tasn" or "mxnet".
+        rtol: the default variant's relative tolerance; None is `duplicate_rtol(h·w, C)` (0 compares exactly, for
+            measuring what the tolerance changes).
 
     Returns:
         (B, C) bool.
     """
     _check_variant(variant)
-    energy = trilinear.flatten(2).sum(-1)  # (B, C)
+    B, C = trilinear.shape[:2]
+    flat = trilinear.flatten(2)  # (B, C, n)
+    energy = flat.sum(-1)  # (B, C)
     sorted_energy, order = energy.sort(dim=-1, stable=True)  # (B, C) each: ties keep the lower index first
-    first = torch.ones_like(sorted_energy, dtype=torch.bool)  # (B, C): sorted position k starts a new energy
-    first[:, 1:] = sorted_energy[:, 1:] != sorted_energy[:, :-1]
     if variant == "mxnet":
+        first = torch.ones_like(sorted_energy, dtype=torch.bool)  # (B, C): sorted position k starts a new energy
+        first[:, 1:] = sorted_energy[:, 1:] != sorted_energy[:, :-1]
         return first  # flag of sorted position k applied to channel k (the op's misalignment)
-    return torch.zeros_like(first).scatter(-1, order, first)  # (B, C): flag moved back to its channel
+    rtol = duplicate_rtol(flat.shape[-1], C, flat.dtype) if rtol is None else rtol
+    scale = flat.abs().sum(-1)  # (B, C): Σ|map|, the rounding's scale
+    sorted_scale = scale.gather(-1, order)  # (B, C)
+    widest = rtol * scale.max()
+    pairs = []  # (image, channel, lower-energy channel) whose energies agree within the tolerance
+    for offset in range(1, C):  # sorted positions `offset` apart; the gaps only grow with the offset
+        gap = sorted_energy[:, offset:] - sorted_energy[:, :-offset]  # (B, C - offset)
+        if not bool((gap <= widest).any()):
+            break
+        near = gap <= rtol * torch.maximum(sorted_scale[:, offset:], sorted_scale[:, :-offset])
+        b, k = near.nonzero(as_tuple=True)
+        pairs.append((b, order[b, k + offset], order[b, k]))
+    rep = torch.arange(C, device=flat.device).repeat(B, 1)  # (B, C): each channel's lowest duplicate so far
+    if pairs:
+        b, i, j = (torch.cat(t) for t in zip(*pairs, strict=True))  # (P,) each
+        distance = (flat[b, i] - flat[b, j]).abs().sum(-1)  # (P,): L1 distance between the two maps
+        same = distance <= rtol * torch.maximum(scale[b, i], scale[b, j])  # (P,)
+        b, i, j = b[same], i[same], j[same]
+        while True:  # lowest index over each group of duplicates (a few rounds: groups are small)
+            lowest = torch.minimum(rep[b, i], rep[b, j])  # (P,)
+            flat_rep = rep.flatten().scatter_reduce(0, b * C + i, lowest, "amin")
+            new = flat_rep.scatter_reduce(0, b * C + j, lowest, "amin").view(B, C)
+            if torch.equal(new, rep):
+                break
+            rep = new
+    return rep == torch.arange(C, device=flat.device)  # (B, C): the lowest index of each group
 
 
 def structure_detail_maps(
@@ -90,8 +153,9 @@ def structure_detail_maps(
     """TASN's structure and detail attention maps (docs/methods.md 3.4), ready for `attention_sample`.
 
     Structure = sum of the trilinear maps whose energy is unique (`unique_energy_mask`; equal to the plain sum when
-    no two maps have the same energy), then bilinear resize to `size`, then squared (MXNet's order; the squaring
-    emphasises peaks and must come after the resize, so it is done here and callers must not square again).
+    no two maps agree within the rounding tolerance), then bilinear resize to `size`, then squared (MXNet's
+    order; the squaring emphasises peaks and must come after the resize, so it is done here and callers must not
+    square again).
     Detail = one channel (training: a random one per image) or, with `detail_channel=None`, the plain sum over all
     channels (test mode, ``mx.nd.sum(f, axis=1)``: no filter); resized, not squared. The PyTorch port's +0.01 on
     the detail map is not applied. The resize uses align_corners=True, as MXNet's BilinearResize2D.
@@ -162,7 +226,7 @@ def random_unique_channel(trilinear: Tensor, generator: torch.Generator | None =
 def _marginals(attention: Tensor) -> tuple[Tensor, Tensor]:
     """Normalised max-marginals (B, H) over rows and (B, W) over columns, as model.py's ``att_sample``.
 
-    An all-zero map (the op would divide by zero) gives uniform marginals."""
+    An all-zero map gives uniform marginals (model.py divides 0 by 0, and the op then loops past its buffer)."""
     a = attention.detach().to(torch.promote_types(attention.dtype, torch.float32)).clamp_min(0.0)  # (B, H, W)
     out = []
     for m in (a.amax(dim=-1), a.amax(dim=-2)):  # (B, H): max over columns; (B, W): max over rows
@@ -182,8 +246,9 @@ def sampler_densities(
     min(tau0, max d_row, max d_col) with tau0 = scale·dense·in_size/att_size = dense·out_size/H (the uniform
     density times `dense`), every later round's t = min(max d_row, max d_col). So the axes are coupled and end with
     nearly the same peak density, and later rounds may let a peak rise above tau0 by the redistributed mass.
-    The op takes square images only; for H != W its in_size and att_size are both read from the rows (the image
-    height and the row marginal), so tau0 = dense·out_size/H for both axes here.
+    The op takes square images only (both its loops run over the row count, so a non-square map is outside its
+    domain); fgviz's per-axis lengths are an extension. For H != W the op's in_size and att_size would both be read
+    from the rows (the image height and the row marginal), so tau0 = dense·out_size/H for both axes here.
 
     Args:
         attention: (B, H, W) non-negative map at the image's resolution.
@@ -233,17 +298,27 @@ def _inverse_cdf(d: Tensor, out_size: int) -> Tensor:
 
 
 def _inverse_cdf_mxnet(d: Tensor, out_size: int) -> Tensor:
-    """The op's inverse CDF exactly: C[0] = 1, C[k] = C[k-1] + d[k] (d[0] dropped); targets i·C[-1]/out; the first
-    index k with C[k] >= target; p = k + (target - C[k]) / (C[k] - C[k-1]) with the out-of-bounds C[-1] read as 0
-    (as the maintained port wkcn/AttentionSampler takes it). Knot C[k] sits at pixel k, so p = -1 for the first
-    sample: a row and a column of the zero padding."""
+    """The op's inverse CDF exactly, batch position included.
+
+    C[0] = 1, C[k] = C[k-1] + d[k] (d[0] dropped); targets i·C[-1]/out; the first index k with C[k] >= target;
+    p = k + (target - C[k]) / (C[k] - C[k-1]). Knot C[k] sits at pixel k. At k = 0 the op reads C[-1] out of
+    bounds: its cumulative buffer holds the whole batch (one per axis, image after image), so for images 1..B-1
+    that value is the previous image's last cumulative value, and the first sample lands just after pixel 0
+    (p = 1 / (C_prev - 1)); for image 0 it lies before the buffer (undefined; taken as 0, as the maintained port
+    wkcn/AttentionSampler does), so p = -1: a row and a column of the zero padding. An explanation (batch of one)
+    is always image 0.
+
+    Args:
+        d: (B, len) densities from `sampler_densities`, the whole batch the op would get in one call.
+    """
     ones = torch.ones_like(d[:, :1])  # (B, 1)
     cdf = torch.cat([ones, 1.0 + d[:, 1:].cumsum(dim=-1)], dim=-1)  # (B, len): C[0] = 1
     step = cdf[:, -1:] / out_size  # (B, 1)
     target = torch.arange(out_size, dtype=d.dtype, device=d.device) * step  # (B, out)
     k = torch.searchsorted(cdf, target.contiguous())  # (B, out): first k with C[k] >= target (< len: target < C[-1])
     ck = cdf.gather(-1, k)  # (B, out)
-    prev = torch.where(k > 0, cdf.gather(-1, (k - 1).clamp_min(0)), torch.zeros_like(ck))  # (B, out): C[-1] = 0
+    before = F.pad(cdf[:-1, -1:], (0, 0, 1, 0))  # (B, 1): the op's C[-1]: 0 for image 0, else image b-1's C[len-1]
+    prev = torch.where(k > 0, cdf.gather(-1, (k - 1).clamp_min(0)), before)  # (B, out)
     return k + (target - ck) / (ck - prev)  # (B, out): no clamp, the op samples outside too
 
 

@@ -16,10 +16,18 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from fgviz.core.attention import HEAD_FUSIONS, fuse_heads, rollout_from_fused, softmax_row_blocks
+from fgviz.core.attention import (
+    HEAD_FUSIONS,
+    attention_distance,
+    attention_entropy,
+    fuse_heads,
+    rollout_from_fused,
+    softmax_row_blocks,
+    token_distances,
+)
 from fgviz.core.explanation import Explanation
 from fgviz.core.geometry import token_map_to_pixels
-from fgviz.viz import figures, overlay, stats
+from fgviz.viz import figures, overlay
 from fgviz.viz.overlay import OKABE_ITO
 from fgviz.viz.panels import Style, heat, relative
 
@@ -72,8 +80,7 @@ class AttentionAnalysis:
         need_stats = self._lse is None
         if fusion is None and not need_stats:
             return None
-        pos = torch.from_numpy(stats.token_centers(self.grid, self.expl.patch_size, self.expl.stride)).float()
-        dist = torch.cdist(pos, pos)  # (Np, Np) pixels between footprint centres
+        dist = token_distances(self.grid, self.expl.patch_size, self.expl.stride)  # (Np, Np) pixels
         lse = torch.empty(self.L, self.H, self.N)
         ent = torch.zeros(self.L, self.H)
         mdist = torch.zeros(self.L, self.H)
@@ -86,15 +93,13 @@ class AttentionAnalysis:
                 if out is not None:
                     out[s : s + b] = fuse_heads(a[None], fusion)[0]  # (b, N)
                 if need_stats:
-                    z = torch.logsumexp(logits, dim=-1)  # (H, b)
-                    lse[layer, :, s : s + b] = z
-                    ent[layer] += (z - (a * logits).sum(-1)).sum(-1)  # (H,): sum over rows of -sum a log a
+                    lse[layer, :, s : s + b] = torch.logsumexp(logits, dim=-1)  # (H, b)
+                    ent[layer] += attention_entropy(a).sum(-1)  # (H,): summed over these query rows
                     rows = torch.arange(s, s + b)
                     patch_rows = rows >= self.p
                     if patch_rows.any():
                         pa = a[:, patch_rows, self.p :]  # (H, b', Np): patch queries over patch keys
-                        d = (pa * dist[rows[patch_rows] - self.p][None]).sum(-1) / pa.sum(-1).clamp_min(1e-12)
-                        mdist[layer] += d.sum(-1)  # (H,)
+                        mdist[layer] += attention_distance(pa, dist[rows[patch_rows] - self.p]).sum(-1)  # (H,)
             if out is not None:
                 fused.append(out[None])  # (1, N, N)
         if need_stats:
@@ -131,8 +136,9 @@ class AttentionAnalysis:
         return value
 
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """(entropy, mean distance), each (L, H): entropy (nats) of every query row over all keys, averaged over
-        queries; mean attention distance (pixels) of patch queries over patch keys (`fgviz.viz.stats`)."""
+        """(entropy, mean distance), each (L, H): `attention_entropy` (nats) of every query row over all keys,
+        averaged over the N queries; `attention_distance` (pixels between footprint centres) of each patch query
+        over the patch keys, averaged over the patch queries (`fgviz.core.attention`)."""
         self._ensure_lse()
         return self._stats
 

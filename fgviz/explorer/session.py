@@ -429,14 +429,8 @@ class Explorer:
             out = (None, "no ground truth: the image carries a generator tag but its pixels differ from the "
                          "generated sample (edited or resized?)")
             return self._derived.put(("gt", key), out)
-        model = self.model(key.spec, key.method)
-        pre = model.preprocess
-
-        def warp(mask: np.ndarray) -> np.ndarray:
-            rgb = np.repeat((mask.astype(np.uint8) * 255)[:, :, None], 3, axis=2)
-            return pre.display(rgb)[:, :, 0] >= 128
-
-        truth = GroundTruth(warp(s.part_mask), warp(s.object_mask), s.class_name, params)
+        pre = self.model(key.spec, key.method).preprocess
+        truth = GroundTruth(pre.mask(s.part_mask), pre.mask(s.object_mask), s.class_name, params)
         return self._derived.put(("gt", key), (truth, f"ground truth: generator sample {params['domain']} "
                                                       f"#{params['index']} (seed {params['seed']}), class "
                                                       f"{s.class_name}"))

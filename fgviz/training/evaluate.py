@@ -83,9 +83,10 @@ def evaluate(model: FineGrainedModel, *, n: int = 200, seed: int = HELD_OUT_SEED
         for s in samples:
             expl = m.explain(s.image)
             correct += int(np.argmax(expl.probs) == s.label)
+            part_mask = m.preprocess.mask(s.part_mask)  # in the model's input pixels, as explain saw the image
             # the oracles depend on the data and the algorithm only: computed once, for the trained model
-            figures = {**method.figures(expl, s.part_mask, oracles=kind == "trained"),
-                       **method.official_figures(m, s.image, expl, s.label, s.part_mask)}
+            figures = {**method.figures(expl, part_mask, oracles=kind == "trained"),
+                       **method.official_figures(m, s.image, expl, s.label, part_mask)}
             for name, r in figures.items():
                 sums.setdefault(name, []).append(r.value)
                 sums.setdefault(name + "/chance", []).append(r.chance)

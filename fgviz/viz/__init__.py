@@ -1,5 +1,5 @@
-"""Visualisation: numpy/cv2 overlays (`overlay`), attention statistics (`stats`), plotly figures (`figures`) and
-`Figure`, panels that show themselves in Jupyter (`display`).
+"""Visualisation: numpy/cv2 overlays (`overlay`), plotly figures (`figures`) and `Figure`, panels that show themselves
+in Jupyter (`display`).
 
 This package reads `Explanation`s and numpy arrays only: it never imports torch or gradio. Images are RGB uint8
 in and RGB uint8 out.
@@ -29,7 +29,6 @@ from fgviz.viz.overlay import (
     upscale,
     upscale_factor,
 )
-from fgviz.viz.stats import attention_entropy, mean_attention_distance, token_centers
 
 __all__ = [
     "BOX_COLORS",
@@ -38,7 +37,6 @@ __all__ = [
     "OKABE_ITO",
     "SAFE_COLORMAPS",
     "Figure",
-    "attention_entropy",
     "attention_grid",
     "blend",
     "colormap",
@@ -50,13 +48,11 @@ __all__ = [
     "heatmap",
     "image_figure",
     "layer_stats",
-    "mean_attention_distance",
     "normalize",
     "normalize_shared",
     "plotly_colorscale",
     "shared_range",
     "tile_maps",
-    "token_centers",
     "topk_bar",
     "upscale",
     "upscale_factor",

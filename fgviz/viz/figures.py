@@ -176,8 +176,8 @@ def layer_stats(
     """Per-layer attention entropy and mean attention distance, side by side.
 
     Args:
-        entropy: (L, H) per layer and head, or (L,) already averaged; e.g. from `stats.attention_entropy`.
-        distance: (L, H) or (L,) mean attention distance in pixels, from `stats.mean_attention_distance`.
+        entropy: (L, H) per layer and head, or (L,) already averaged; e.g. from `AttentionAnalysis.stats`.
+        distance: (L, H) or (L,) mean attention distance in pixels (`fgviz.core.attention.attention_distance`).
         title: figure title.
 
     Returns:

@@ -13,8 +13,10 @@ Deviations from the MXNet code, all documented (README, "Deviations"):
 - torchvision-style (post-activation) timm ResNets instead of MXNet's pre-activation ResNets (not in timm);
   widths and depths are config fields so the demo models can be small.
 - The structure op's "unique energy" channel filter is applied to the channels it means (the MXNet op applies
-  flags computed in sorted order to the channels in their own order); `sampler_variant="mxnet"` uses the op as
-  written. The training detail channel is drawn among the unique-energy channels, as the official op does.
+  flags computed in sorted order to the channels in their own order) and counts maps equal within float rounding
+  as one (the op compares energies exactly; `fgviz.core.sampling.unique_energy_mask`); `sampler_variant="mxnet"`
+  uses the op as written. The training detail channel is drawn among the unique channels, as the official op
+  does.
 - The sampler follows the op's clipping; its inverse CDF counts every pixel and spans the first to the last pixel
   centre (`sampler_variant="mxnet"`: the op's grid exactly, see fgviz.core.sampling).
 - Input normalisation is ImageNet mean/std (MXNet: mean subtraction in 0-255 units, no std).
