@@ -229,8 +229,8 @@ def head_grid(an: AttentionAnalysis, style: Style, token: int | None = None) -> 
     q = 0 if token is None else int(token)
     who = "CLS" if token is None else "the patch at row {}, column {}".format(*an.expl.token_rc(token))
     fig = figures.attention_grid(an.query_grid(q), cmap=style.cmap, norm="shared" if style.shared else "each",
-                                 title=f"raw attention of {who}, layers x heads")
-    fig.update_layout(height=max(300, 60 * an.L + 80))
+                                 tile=64, title=f"raw attention of {who}, layers x heads")
+    fig.update_layout(height=max(320, 76 * an.L + 100))
     return fig
 
 
