@@ -20,7 +20,7 @@ def test_quick_mode_writes_the_table(tmp_path):
     text = out.read_text()
     assert "python -m fgviz.bench --quick" in text
     for needle in ("psm_select", "TransFG `explain`", "RAMS-Trans `explain`", "TASN `explain`", "peak resident",
-                   "rejected alternative", "Per lower layer", "Gradio's floor"):
+                   "rejected alternative", "Per lower layer", "Gradio's floor", "`/explain` over Gradio's floor"):
         assert needle in text
     assert res["psm"]["same_indices"]
     assert all(r["ratio"] > 0 for r in res["explain"].values())
