@@ -472,7 +472,6 @@ def test_clicking_a_patch_fills_both_patch_views_and_the_heads(desktop, served) 
     _tab(desktop, "Layers and heads")
     _wait(desktop, _loaded("#layers-rollout img"), "the rollout")
     _idle(desktop)
-    assert _heads_choices(desktop) == ["mean"]  # nothing clicked yet: the heads of a patch are not offered
     e = ui.explorer.get(ui.explain(str(BIRD), "birds", {}, SHOWN).keys["transfg"])
     f = Style().factor(e.size)
     token = e.num_prefix_tokens + (e.grid[0] // 2) * e.grid[1] + e.grid[1] // 3
@@ -496,6 +495,11 @@ def test_clicking_a_patch_fills_both_patch_views_and_the_heads(desktop, served) 
     heads = ui.explorer.analysis(ui.explain(str(BIRD), "birds", {}, SHOWN).keys["transfg"]).H
     assert _heads_choices(desktop) == ["mean", "max", "min", *(f"h{h + 1}" for h in range(heads))]
     _shot(desktop, "desktop_layers")
+    desktop.find_element("xpath", "//button[contains(., 'Clear the clicked patch')]").click()
+    _wait(desktop, "return !document.querySelector('#layers-caption').innerText.includes('patch at row')",
+          "the patch to be cleared")
+    _idle(desktop)
+    assert _heads_choices(desktop) == ["mean"]  # no patch: its heads are not offered
 
 
 def test_overview_captions_keys_and_charts(desktop, served) -> None:
@@ -525,7 +529,9 @@ def test_sanity_panels_share_one_scale(desktop, served) -> None:
     url, _ = served
     _open(desktop, url)
     _example(desktop, 0)
-    desktop.find_element("xpath", "//button[contains(., 'Display')]").click()
+    shown = "const s = document.querySelector('#fg-alpha input[type=range]'); return s && s.offsetParent !== null"
+    if not desktop.execute_script(shown):
+        desktop.find_element("xpath", "//button[contains(., 'Display')]").click()  # the accordion, closed
     slider = _wait(desktop, "const s = document.querySelector('#fg-alpha input[type=range]'); "
                             "return s && s.offsetParent !== null && s", "the opacity slider")
     slider.send_keys(Keys.END)  # opacity 1: the panels show the colour map alone
