@@ -395,7 +395,7 @@ def test_the_page_has_a_column_and_a_tab_per_method() -> None:
 # ---- issue 21: work done once, tabs drawn when opened, methods explained on demand, honest pictures --------------
 
 
-def test_an_explain_draws_the_overview_once_and_decodes_the_upload_once(ui, keys) -> None:
+def test_an_explain_draws_the_overview_once_and_decodes_the_upload_once(ui, keys, tmp_path) -> None:
     """Item 13: the Overview is drawn once per explain (render reuses it); a request on the explained image
     (Faithfulness, sanity, export: `current`) does not decode the upload again."""
     style = Style("inferno", 0.4, "shared")  # not drawn before in this module
@@ -409,7 +409,7 @@ def test_an_explain_draws_the_overview_once_and_decodes_the_upload_once(ui, keys
         np.testing.assert_array_equal(shown[f"overview.{m}.main"], res.mains[m])
     assert ui.current(res.keys, BIRD, "birds", {}, ["tasn"]) == res.keys
     assert ui.explorer.decode_count == decodes
-    copy = Path(ui._exports.name) / "same-bytes.jpg"
+    copy = tmp_path / "same-bytes.jpg"
     copy.write_bytes(Path(BIRD).read_bytes())  # another upload of the same file (Gradio stores each one anew)
     assert ui.current(res.keys, str(copy), "birds", {}, ["tasn"]) == res.keys
     assert ui.explorer.decode_count == decodes

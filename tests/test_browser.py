@@ -185,7 +185,10 @@ def _toast(driver, text: str) -> str:
 
 
 def _shot(driver, name: str) -> Path:
-    """A JPEG of the whole page (up to 6000 px tall) in <screenshots>/screenshots/ (`_shots_root`)."""
+    """A JPEG of the whole page (up to 6000 px tall) in <screenshots>/screenshots/ (`_shots_root`), every image on it
+    loaded (the galleries' lazy ones included)."""
+    _wait(driver, "return Array.from(document.querySelectorAll('img[src]')).map(i => { if (i.loading === 'lazy') "
+                  "i.loading = 'eager'; return i; }).every(i => i.complete)", "every image of the page", 60)
     time.sleep(1.0)
     width = driver.execute_script("return document.documentElement.scrollWidth")
     height = driver.execute_script("return document.documentElement.scrollHeight")

@@ -79,7 +79,7 @@ def overview(expls: dict[str, Explanation], style: Style, *, main_only: bool = F
 def topk_figure(e: Explanation, k: int = 5) -> go.Figure:
     """Top-k bar chart of the final prediction."""
     fig = figures.topk_bar(e, k=k)
-    fig.update_layout(height=250, yaxis={"automargin": True}, margin={"l": 10, "r": 10, "t": 50, "b": 10})
+    fig.update_layout(height=230, yaxis={"automargin": True}, margin={"l": 10, "r": 10, "t": 30, "b": 10})
     return fig
 
 

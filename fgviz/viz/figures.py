@@ -199,7 +199,7 @@ def layer_stats(
     """
     panels = [("entropy (nats)", _as_lh(entropy, "entropy")), ("mean distance (px)", _as_lh(distance, "distance"))]
     # One above the other: side by side, the two panel titles ran into each other at phone width.
-    fig = make_subplots(rows=2, cols=1, subplot_titles=[p[0] for p in panels], vertical_spacing=0.18)
+    fig = make_subplots(rows=2, cols=1, subplot_titles=[p[0] for p in panels], vertical_spacing=0.22)
     heads_in_legend = False
     for col, (name, a) in enumerate(panels, start=1):
         if a is None:
@@ -419,6 +419,6 @@ def scale_topk(scale_probs: np.ndarray, labels: Sequence[str], k: int = 5) -> go
         fig.add_trace(_bars([100 * p[i] for i in idx], [labels[i] for i in idx]), row=s + 1, col=1)
         fig.update_xaxes(range=[0, 100], ticksuffix="%", row=s + 1, col=1)
         fig.update_yaxes(autorange="reversed", type="category", automargin=True, row=s + 1, col=1)
-    fig.update_layout(height=90 + 170 * S, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    fig.update_layout(height=110 + 170 * S, margin={"l": 10, "r": 10, "t": 60, "b": 10},  # titles below the toolbar
                       uniformtext={"minsize": BAR_TEXT_SIZE, "mode": "show"})
     return fig

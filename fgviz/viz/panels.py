@@ -216,7 +216,7 @@ def key_strip(width: int, items: Sequence[KeyItem]) -> np.ndarray:
     """A key under a panel (RGB, white): one row per item, a swatch in the item's colour and what it marks, the text
     wrapped to `width` pixels, so every colour and box drawn on a view says what it is."""
     width = max(int(width), 160)
-    font, fs = cv2.FONT_HERSHEY_SIMPLEX, 0.45
+    font, fs = cv2.FONT_HERSHEY_SIMPLEX, 0.5
     (_, th), base = cv2.getTextSize("Ag", font, fs, 1)
     line_h, pad, sw, sh = th + base + 5, 6, 34, 14
     rows = [(kind, color, _wrap(text, width - sw - 3 * pad, font, fs)) for kind, color, text in items]
