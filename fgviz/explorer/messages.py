@@ -13,7 +13,6 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -58,10 +57,9 @@ def request_digest(args: Sequence[Any]) -> str:
 
 
 def _server_folders() -> list[tuple[str, str]]:
-    """(absolute folder, how a message names it), longest first: a message never shows where the server keeps its
-    files."""
-    named = [(hub.weights_dir(), "weights"), (hub.ROOT, "<app>"), (Path(tempfile.gettempdir()), "<tmp>"),
-             (Path.home(), "~")]
+    """(absolute folder, how a message names it), longest first: a message does not show where the server keeps its
+    files (the weights folder, the app's folder, its home with the Hub's cache)."""
+    named = [(hub.weights_dir(), "weights"), (hub.ROOT, "<app>"), (Path.home(), "~")]
     out = {}
     for folder, name in named:
         for form in {str(folder), str(Path(folder).resolve())}:
@@ -70,15 +68,15 @@ def _server_folders() -> list[tuple[str, str]]:
     return sorted(out.items(), key=lambda kv: -len(kv[0]))
 
 
-def short_message(text: str, limit: int = 300) -> str:
+def short_message(text: str, limit: int | None = 400) -> str:
     """A message fit for a toast and a banner line: one line, the server's folders named as the user knows them
-    ("weights/..."), quoted values over 60 characters cut, at most `limit` characters."""
+    ("weights/..."), any value over 120 characters (a pasted spec, a path) cut in its middle, at most `limit`
+    characters (None: no limit; a fallback note keeps its end, which says what is shown instead)."""
     msg = " ".join(str(text).split())
     for folder, name in _server_folders():
         msg = msg.replace(folder, name)
-    msg = re.sub(r"'([^']{60,})'", lambda m: f"'{m[1][:40]}…'", msg)
-    msg = re.sub(r'"([^"]{60,})"', lambda m: f'"{m[1][:40]}…"', msg)
-    return msg if len(msg) <= limit else msg[: limit - 1].rstrip() + "…"
+    msg = re.sub(r"\S{121,}", lambda m: f"{m[0][:30]}…{m[0][-45:]}", msg)  # a path's end names its file
+    return msg if limit is None or len(msg) <= limit else msg[: limit - 1].rstrip() + "…"
 
 
 def user_error(where: str, args: Sequence[Any], error: BaseException) -> str:

@@ -144,7 +144,7 @@ class UI:
         for m in methods:
             specs[m], note = self.explorer.resolve_or_default(ctx.typed.get(m, AUTO), m, ctx.domain, ctx.client)
             if note:
-                notes[m] = short_message(note)
+                notes[m] = short_message(note, limit=None)
                 LOG.warning("user error in explain (image %s): %s", digest, notes[m])
         return specs, notes
 
