@@ -7,11 +7,9 @@ tabs and controls come from the method registry; nothing runs at import (`build_
 
 from __future__ import annotations
 
-import argparse
 import base64
 import functools
 import inspect
-import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -20,16 +18,19 @@ from typing import Any
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline by default: no usage reporting
 
 import gradio as gr
+import numpy as np
+from gradio.utils import get_upload_folder
 
 from fgviz.core.imageio import MAX_BYTES
+from fgviz.explorer import cli, views
 from fgviz.explorer import layout as L
+from fgviz.explorer import messages as M
 from fgviz.explorer import ui as U
-from fgviz.explorer import views
-from fgviz.explorer.policy import POLICIES, SpecPolicy
-from fgviz.explorer.session import DOMAINS, Explorer, env_specs, resolve_device
+from fgviz.explorer.export import png_file
+from fgviz.explorer.policy import SpecPolicy
+from fgviz.explorer.session import DOMAINS, Explorer, env_specs
 from fgviz.methods import METHODS
 from fgviz.viz.panels import Style
-from fgviz.weights import hub
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op decorator elsewhere
     import spaces
@@ -43,6 +44,7 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 QUEUE_SIZE, CONCURRENCY, CACHE_CLEANUP = 64, 2, (1800, 3600)
 CONTEXT = ("image", "domain", *(f"{m}_model" for m in METHODS), "model_set", "columns")  # API parameter names
 PRIVATE = {"api_visibility": "private"}
+ERRORS = M.LastErrors()  # each session's last error message, for the banner line
 
 
 def client_of(request: gr.Request | None) -> str | None:
@@ -54,58 +56,59 @@ def client_of(request: gr.Request | None) -> str | None:
     return forwarded.split(",")[0].strip() or getattr(request.client, "host", None) or request.session_hash
 
 
-def friendly(fn: Callable, names: tuple[str, ...] | None = None, *, client: bool = False) -> Callable:
-    """A user error becomes one message (gr.Error) and one log line, a server fault one logged traceback and a
-    generic message (Gradio prints neither again); `names` become the API parameter names of a handler that takes
-    *args. With `client`, `fn` also gets `client=` the sender (`client_of`; Gradio passes the request)."""
+def friendly(fn: Callable, names: tuple[str, ...], *, client: bool = False, event: bool = False) -> Callable:
+    """The one place where an error becomes what the user sees: a user error is one message (a toast, gr.Error),
+    one log line and one banner line (`ERRORS` hands it to the `.failure` handler that writes it); a server fault is
+    one logged traceback and a generic message (Gradio prints neither again). `names` are the handler's parameters
+    as the API shows them; Gradio also passes the request (left out of the API) and, with `event`, the select event
+    (to `fn` as `evt=`). With `client`, `fn` also gets `client=` the sender (`client_of`)."""
+    where = getattr(fn, "__name__", None) or getattr(fn, "func", fn).__name__  # a partial: its function's name
 
-    @functools.wraps(fn)
     def wrapper(*args: Any) -> Any:
-        kw = {}
-        if client:
-            *args, request = args
-            kw["client"] = client_of(request)
+        *args, request = args
+        kw: dict[str, Any] = {"client": client_of(request)} if client else {}
+        if event:
+            *args, kw["evt"] = args
         try:
             return fn(*args, **kw)
-        except U.USER_ERRORS as e:
-            raise gr.Error(U.user_error(fn.__name__, args, e), print_exception=False) from None
+        except M.USER_ERRORS as e:
+            message = M.user_error(where, [upload_value(a) for a in args], e)
         except Exception as e:  # anything else is ours to fix: one traceback, in the log
-            raise gr.Error(U.server_fault(fn.__name__, args, e), print_exception=False) from None
+            message = M.server_fault(where, [upload_value(a) for a in args], e)
+        ERRORS.put(getattr(request, "session_hash", None), message)
+        raise gr.Error(message, print_exception=False) from None
 
-    if names is not None:
-        params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
-        if client:  # Gradio fills a parameter annotated gr.Request and leaves it out of the API
-            params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD))
-            wrapper.__annotations__ = {"request": gr.Request}
-        wrapper.__signature__ = inspect.Signature(params)
+    extra = ["evt"] if event else []  # Gradio passes event data only to a parameter annotated gr.SelectData itself
+    wrapper.__name__, wrapper.__signature__ = where, inspect.Signature(
+        [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in (*names, *extra, "request")])
+    wrapper.__annotations__ = {"request": gr.Request, **({"evt": gr.SelectData} if event else {})}
     return wrapper
 
 
-def upload_image(**kwargs: Any) -> gr.Image:
-    """An image input whose value reaches the handler undecoded (`decode_image` is the one decoder)."""
-    image = gr.Image(type="filepath", image_mode=None, **kwargs)
-    # An instance attribute: a subclass would make Gradio write a .pyi next to app.py.
-    image.preprocess = lambda p: None if p is None else (
-        base64.b64decode(p.url.split(",", 1)[1]) if p.url and p.url.startswith("data:") else p.path)
-    return image
+def upload_value(payload: Any) -> Any:
+    """An upload as the one decoder (`decode_image`) takes it: the file Gradio stored, or a data URL's bytes. Events
+    run with `preprocess=False`, so Gradio never opens an image itself (it failed on a non-image before the app's
+    error path could say why) and every input reaches the handler as sent, for the app to check."""
+    if isinstance(payload, dict):
+        url = payload.get("url") or ""
+        return base64.b64decode(url.split(",", 1)[1]) if url.startswith("data:") else payload.get("path")
+    return payload
 
 
-def image(**kw: Any) -> gr.Image:
-    return gr.Image(format="png", interactive=False, **{"min_width": 300, **kw})
+def as_files(value: Any) -> Any:
+    """A result with its images as PNG files in Gradio's cache (fast to write; Gradio serves them as they are)."""
+    if isinstance(value, np.ndarray) and value.ndim == 3:
+        return png_file(value, get_upload_folder())
+    gallery = isinstance(value, list) and value and isinstance(value[0], tuple)  # (image, caption) pairs
+    return [(as_files(im), cap) for im, cap in value] if gallery else value
 
 
-def gallery(**kw: Any) -> gr.Gallery:
-    return gr.Gallery(format="png", object_fit="contain", elem_classes="fg-gallery", **kw)
-
-
-COMPONENTS = {"markdown": gr.Markdown, "image": image, "plot": gr.Plot, "gallery": gallery, "json": gr.JSON,
-              "file": gr.File, "button": gr.Button, "radio": gr.Radio, "dropdown": gr.Dropdown, "slider": gr.Slider,
-              "checkboxes": gr.CheckboxGroup, "upload": upload_image, "state": gr.State}
+COMPONENTS = {"markdown": gr.Markdown, "plot": gr.Plot, "json": gr.JSON, "file": gr.File, "button": gr.Button,
+              "radio": gr.Radio, "dropdown": gr.Dropdown, "slider": gr.Slider, "checkboxes": gr.CheckboxGroup,
+              "state": gr.State, "upload": lambda **kw: gr.Image(type="filepath", image_mode=None, **kw),
+              "image": lambda **kw: gr.Image(format="png", interactive=False, **{"min_width": 300, **kw}),
+              "gallery": lambda **kw: gr.Gallery(format="png", object_fit="contain", elem_classes="fg-gallery", **kw)}
 CONTAINERS = {"row": gr.Row, "column": gr.Column, "accordion": gr.Accordion, "tabs": gr.Tabs, "tab": gr.Tab}
-
-
-def style(c: str, a: float, n: str) -> Style:
-    return Style(cmap=c, alpha=float(a), norm=n)
 
 
 class Layout(dict):
@@ -127,8 +130,9 @@ class Layout(dict):
         return self
 
     def apply(self, named: dict[str, Any]) -> dict:
-        """A result by name -> {component: value or gr.update(**properties)}."""
-        return {self[k]: gr.update(**v) if isinstance(v, U.Props) else v for k, v in named.items() if k in self}
+        """A result by name -> {component: value or gr.update(**properties)}, images as PNG files."""
+        return {self[k]: gr.update(**{p: as_files(x) if p == "value" else x for p, x in v.items()})
+                if isinstance(v, U.Props) else as_files(v) for k, v in named.items() if k in self}
 
 
 def build_app(explorer: Explorer | None = None) -> gr.Blocks:
@@ -146,107 +150,127 @@ def build_app(explorer: Explorer | None = None) -> gr.Blocks:
 
 
 def wire(R: Layout, ui: U.UI, notes: dict[str, str]) -> None:
-    """Events. An explain (button, upload, example, domain, models, columns) renders every tab from its new keys and
-    empties Faithfulness and Export; a failed one empties every tab. View controls re-render from the cache; only
-    the MODEL events run a model. They share `max_loading + 1` workers: the explorer lets at most `max_loading` of
-    them load typed specs, so one is always free for loaded models, and runs one forward pass at a time itself."""
+    """Events. An explain (button, upload, example, domain, models, columns) draws the Overview once and the tab on
+    screen from its new keys, empties the other tabs (drawn when opened), Faithfulness and Export; a failed one
+    empties every tab. View controls re-render from the cache; only the MODEL events run a model (an explain, a
+    re-run, Faithfulness, a method explained on demand for a tab), on `max_loading + 1` workers: the explorer lets at
+    most `max_loading` load typed specs, so one stays free for loaded models, and runs one forward pass at a time
+    itself. Every handler goes through `friendly`, with its inputs as sent."""
     MODEL = {"concurrency_id": "model", "concurrency_limit": ui.explorer.max_loading + 1}
-    api_methods, sty = L.default_methods(), [R["cmap"], R["alpha"], R["norm"]]
+    n, api_methods, vm0, sty = len(METHODS), L.default_methods(), R["layers.method"], [R[k] for k in L.DISPLAY]
     specs = [R[f"spec.{m}"] for m in METHODS]
-    outputs = [*R.apply(ui.render({}, {}, [], R["layers.method"].value, Style())), *specs]  # what a render changes
-    render_in = [R["keys"], R["notes"], R["columns"], R["layers.method"], *sty]
+    ctx_in = [R["domain"], *specs, R["model_set"]]  # what explaining on demand needs (`U.Context.of`)
+    outputs = list(dict.fromkeys([*R.apply(ui.render({}, {}, [], vm0.value, Style())), R["model_set"], *specs,
+                                  *R.apply(U.named_layers(U.LayersResult())), R["keys"]]))  # what a render sets
 
-    def render(k, nts, shown, vm, *st):
-        return R.apply(ui.render(k, nts, shown, vm, style(*st)))
+    def on(triggers: Any, fn: Callable, inputs: list, outs: list, *, names: tuple[str, ...] | None = None,
+           client: bool = True, event: bool = False, banner: bool = True, **kw: Any) -> Any:
+        """An event (triggers, or one listener: `dependency.success`) through `friendly`; a failure: the banner."""
+        wrapped = friendly(fn, names or tuple(f"in{i}" for i in range(len(inputs))), client=client, event=event)
+        kw = kw if "api_name" in kw else {**PRIVATE, **kw}
+        ev = (gr.on(triggers, wrapped, inputs, outs, preprocess=False, **kw) if isinstance(triggers, list)
+              else triggers(wrapped, inputs, outs, preprocess=False, **kw))
+        if banner:  # (an explain's failure empties every tab and writes the banner itself: `cleared`)
+            ev.failure(failed, R["status"], R["status"], **PRIVATE)
+        return ev
 
-    def cleared(*st):  # the keys go too: a control moved after the error must not draw the earlier image again
-        return {**render({}, {}, api_methods, R["layers.method"].value, *st), R["keys"]: {}, R["notes"]: {},
-                R["status"]: "Nothing shown: the last request failed (the message says why)."}
+    def failed(status, request: gr.Request):  # the banner line of the error `friendly` just reported
+        return M.banner_error(ERRORS.pop(request.session_hash), status)
+
+    def cleared(c, a, n_, request: gr.Request):
+        return R.apply(ui.cleared((c, a, n_), vm0.value, ERRORS.pop(request.session_hash)))
+
+    # ---- explain and render
+    render_in = [R["keys"], R["notes"], R["columns"], vm0, R["view"], *ctx_in, *sty]
+
+    def render(k, nts, shown, vm, view, dom, *rest, client=None):
+        return R.apply(ui.render(k, nts, shown or api_methods, vm, U.style_of(*rest[-3:]), U.visible_tabs(view),
+                                 U.Context.of(dom, rest[:-3], client)))
 
     def explain(img, dom, *rest, client=None):
-        typed, (mset, cols) = rest[: len(METHODS)], rest[len(METHODS): len(METHODS) + 2]
-        res = ui.explain(img, dom, typed, cols or api_methods, mset, style=style(*rest[-3:]), client=client)
-        return (*(res.mains.get(m) for m in api_methods), res.numbers, res.keys, res.notes)
+        typed, (mset, cols) = rest[:n], rest[n: n + 2]
+        res = ui.explain(upload_value(img), dom, typed, cols or api_methods, mset, U.style_of(*rest[-3:]), client)
+        if res.set_note:
+            gr.Warning(res.set_note)  # a toast; the banner line comes with the render
+        return (*(as_files(res.mains.get(m)) for m in api_methods), res.numbers, res.keys, res.notes)
 
-    def chain(ev: Any) -> None:
-        ev.success(render, render_in, outputs, **PRIVATE)
-        ev.failure(cleared, sty, [*outputs, R["keys"], R["notes"]], **PRIVATE)
-
-    explain_in = [R["image"], R["domain"], *specs, R["model_set"], R["columns"], *sty]
-    explain_out = [*(R[f"overview.{m}.main"] for m in api_methods), R["numbers"], R["keys"], R["notes"]]
-    explain_fn = friendly(explain, (*CONTEXT, "cmap", "alpha", "norm"), client=True)
-    chain(gr.on([R["run"].click, R["image"].upload], explain_fn, explain_in, explain_out, api_name="explain",
-                api_description=notes.get("api explain"), **MODEL))
-    chain(R["examples"].load_input_event.then(explain_fn, explain_in, explain_out, **PRIVATE, **MODEL))
-    chain(gr.on([R["domain"].input, R["model_set"].input, R["columns"].input, *(s.input for s in specs)],
-                explain_fn, explain_in, explain_out, **PRIVATE, **MODEL))
+    explain_args = ([R["image"], R["domain"], *specs, R["model_set"], R["columns"], *sty],
+                    [*(R[f"overview.{m}.main"] for m in api_methods), R["numbers"], R["keys"], R["notes"]])
+    for triggers, kw in (([R["run"].click, R["image"].upload], {"api_name": "explain", "api_description":
+                                                               notes.get("api explain")}),
+                         (R["examples"].load_input_event.then, {}),  # an example, then domain, models, columns:
+                         ([R[k].input for k in ("domain", "model_set", "columns")] + [s.input for s in specs], {})):
+        ev = on(triggers, explain, *explain_args, names=(*CONTEXT, "cmap", "alpha", "norm"), banner=False, **kw,
+                **MODEL)
+        on(ev.success, render, render_in, outputs, **MODEL)
+        ev.failure(cleared, sty, [*outputs, R["notes"]], **PRIVATE)
     # Sliders answer `input` (mouse and keyboard alike), the newest value only, so dragging queues no backlog.
-    gr.on([R["cmap"].change, R["alpha"].input, R["norm"].change], render, render_in, outputs,
-          trigger_mode="always_last", **PRIVATE)
+    on([R["cmap"].change, R["alpha"].input, R["norm"].change], render, render_in, outputs, trigger_mode="always_last",
+       **MODEL)
 
-    lay_in = [R["keys"], R["layers.method"], *(R[k] for k in L.LAYER_CONTROLS), R["patch"], *sty]
-    lay_out = [*R.apply(U.named_layers(U.LayersResult())), R["patch"]]
+    # ---- tabs: the Layers or Internals tab on screen is drawn when it opens (once per explanation and style)
+    def open_tab(k, vm, view, drawn, dom, *rest, tab=None, sub=None, client=None):
+        return R.apply(ui.open_tab(k, vm, view, drawn, U.style_of(*rest[-3:]), U.Context.of(dom, rest[:-3], client),
+                                   tab=tab, sub=sub))
 
-    def layers(k, vm, li, fu, di, hd, pt, c, a, n, full=False, evt: gr.SelectData | None = None):
-        return R.apply(ui.layers_view(k, vm, li, style(c, a, n), fusion=fu, discard=di, heads=hd, patch=pt,
-                                      click=None if evt is None else tuple(map(float, evt.index[:2])), full=full))
+    tab_io = ([R["keys"], vm0, R["view"], R["drawn"], *ctx_in, *sty],
+              [c for c in (*outputs, R["view"], R["drawn"], R["patch"]) if c not in specs])
+    for tab, sub in [*((t, None) for t in L.TAB_IDS), *(("internals", m) for m in METHODS)]:
+        on(R[f"tab.{tab}" + (f".{sub}" if sub else "")].select, functools.partial(open_tab, tab=tab, sub=sub),
+           *tab_io, **MODEL)
 
-    gr.on([R["layers.layer"].change, R["layers.fusion"].change, R["layers.discard"].input,
-           R["layers.heads"].change], layers, lay_in, lay_out, trigger_mode="always_last", **PRIVATE)
-    R["layers.method"].change(lambda k, vm, li, *r: layers(k, vm, None, *r, full=True), lay_in, lay_out, **PRIVATE)
-    R["layers.rollout"].select(lambda *a, evt=None: layers(*a, evt=evt), lay_in, lay_out, **PRIVATE)
-    R["layers.clear"].click(lambda *a: layers(*a[:6], None, *a[7:], full=True), lay_in, lay_out, **PRIVATE)
-    R["layers.stats_run"].click(lambda k, vm: R.apply({"layers.stats_fig": ui.layer_stats(k, vm),
-                                                       "layers.stats_run": U.Props(visible=False)}),
-                                [R["keys"], R["layers.method"]], [R["layers.stats_fig"], R["layers.stats_run"]],
-                                **PRIVATE)
+    # ---- Layers and heads (`input`, not `change`: a draw that sets the slider or the heads must not draw again)
+    lay_io = ([R["keys"], vm0, *(R[k] for k in L.LAYER_CONTROLS), R["patch"], *ctx_in, *sty],
+              [*R.apply(U.named_layers(U.LayersResult())), R["patch"], R["keys"]])
+
+    def layers(k, vm, li, fu, di, hd, pt, dom, *rest, full=False, evt=None, client=None):
+        return R.apply(ui.layers_view(k, vm, li, U.style_of(*rest[-3:]), fusion=fu, discard=di, heads=hd, patch=pt,
+                                      click=None if evt is None else tuple(map(float, evt.index[:2])), full=full,
+                                      ctx=U.Context.of(dom, rest[:-3], client)))
+
+    on([R[k].input for k in L.LAYER_CONTROLS], layers, *lay_io, trigger_mode="always_last")
+    on(vm0.input, functools.partial(layers, full=True), *lay_io, **MODEL)
+    on(R["layers.rollout"].select, layers, *lay_io, event=True)
+    on(R["layers.clear"].click, lambda *a, client=None: layers(*a[:6], None, *a[7:], full=True, client=client),
+       *lay_io)
+    on(R["layers.stats_run"].click, lambda k, vm, client=None: R.apply(ui.layer_stats_view(k, vm)), [R["keys"], vm0],
+       [R["layers.stats_fig"], R["layers.stats_run"]])
+
+    # ---- Internals: a moved control previews from the cache; Re-run runs the model with it
     for m in METHODS:
         ctl = [c for k, c in R.items() if k.startswith(f"steps.{m}.controls.")]
-        out = [*R.apply(U.named_steps(m, U.StepsResult())), *ctl]
-        preview = friendly(lambda k, *v, m=m: R.apply(U.named_steps(m, ui.steps(k, m, style(*v[-3:]),
-                                                                                 ui.params(m, v[:-3])))))
-        gr.on([c.input for c in ctl], preview, [R["keys"], *ctl, *sty], out, trigger_mode="always_last", **PRIVATE)
         if ctl:
-            rerun = friendly(lambda k, *v, m=m: ui.rerun(k, m, ui.params(m, v, preview_only=False)))
-            chain(R[f"steps.{m}.rerun"].click(rerun, [R["keys"], *ctl], R["keys"], **PRIVATE, **MODEL))
-    faith_out = [R["faith.map"], *(R[k] for k in U.EMPTY_RESULTS if k != "export.file"), R["shown"]]
+            on([c.input for c in ctl], lambda k, *v, m=m, client=None: R.apply(U.named_steps(m, ui.steps(
+                k, m, U.style_of(*v[-3:]), ui.params(m, v[:-3])))), [R["keys"], *ctl, *sty],
+               [*R.apply(U.named_steps(m, U.StepsResult())), *ctl], trigger_mode="always_last")
+            rerun = on(R[f"steps.{m}.rerun"].click, lambda k, *v, m=m, client=None: ui.rerun(
+                k, m, ui.params(m, v, preview_only=False)), [R["keys"], *ctl], R["keys"], **MODEL)
+            on(rerun.success, render, render_in, outputs, **MODEL)
 
-    def faith_method(m, shown):  # results of the previous method would read as this one's: clear them
-        return (gr.update(choices=list(views.map_choices(m)), value=views.map_choices(m)[0]),
-                *[None] * (len(faith_out) - 2), {k: v for k, v in shown.items() if k not in ("faith", "sanity")})
+    # ---- Faithfulness and Export
+    on(R["faith.method"].input, lambda m, shown, client=None: R.apply(ui.faith_method(m, shown)),
+       [R["faith.method"], R["shown"]],
+       [R["faith.map"], *(R[k] for k in U.EMPTY_RESULTS if k != "export.file"), R["shown"]])
 
-    R["faith.method"].input(faith_method, [R["faith.method"], R["shown"]], faith_out, **PRIVATE)
-
-    def on_context(fn: Callable, names: tuple[str, ...]) -> Callable:
-        """`fn(keys, *rest)` with the session's keys for the given image (or explained now, for API callers)."""
+    def endpoint(name: str, outs: tuple[str, ...]) -> Callable:
         def handler(k, img, dom, *rest, client=None):
-            n = len(METHODS)
-            typed, (mset, cols), rest = rest[:n], rest[n: n + 2], rest[n + 2:]
-            return R.apply(fn(ui.current(k, img, dom, typed, cols or api_methods, mset, client), *rest))
-        handler.__name__ = fn.__name__
-        return friendly(handler, ("keys", *CONTEXT, *names, "shown"), client=True)
-
-    def faithfulness(k, method, map_name, steps, shown):
-        return ui.faithfulness_view(k, method, map_name, steps, shown)
-
-    def sanity(k, method, map_name, c, a, n, shown):
-        return ui.sanity_view(k, method, map_name, style(c, a, n), shown)
-
-    def export(k, c, a, n, fu, di, shown):
-        return {"export.file": str(ui.export(k, style(c, a, n), fusion=fu, discard=float(di),
-                                             faith=shown.get("faith"), sanity=shown.get("sanity")))}
+            res = R.apply(ui.request(name, k, upload_value(img), U.Context.of(dom, rest[: n + 1], client),
+                                     rest[n + 1], rest[n + 2: -1], rest[-1]))
+            return tuple(res[R[o]] for o in (*outs, "keys"))
+        handler.__name__ = name
+        return handler
 
     ctx = [R["keys"], R["image"], R["domain"], *specs, R["model_set"], R["columns"]]
-    for fn, names, args, outs in (  # outputs in the order API callers unpack them
-            (faithfulness, ("method", "map_name", "steps"), [R["faith.method"], R["faith.map"], R["faith.steps"]],
+    for name, params, args, outs in (  # outputs in the order API callers unpack them
+            ("faithfulness", ("method", "map_name", "steps"), [R["faith.method"], R["faith.map"], R["faith.steps"]],
              ("faith.figure", "faith.summary", "faith.numbers", "shown")),
-            (sanity, ("method", "map_name", "cmap", "alpha", "norm"), [R["faith.method"], R["faith.map"], *sty],
+            ("sanity", ("method", "map_name", "cmap", "alpha", "norm"), [R["faith.method"], R["faith.map"], *sty],
              ("sanity.image", "sanity.summary", "sanity.numbers", "shown")),
-            (export, ("cmap", "alpha", "norm", "fusion", "discard"), [*sty, R["layers.fusion"], R["layers.discard"]],
+            ("export", ("cmap", "alpha", "norm", "fusion", "discard"), [*sty, R["layers.fusion"], R["layers.discard"]],
              ("export.file",))):
-        R[f"{outs[0].split('.')[0]}.run"].click(on_context(fn, names), [*ctx, *args, R["shown"]], [R[o] for o in outs],
-                                                api_name=fn.__name__, api_description=notes.get(f"api {fn.__name__}"),
-                                                **MODEL)
+        on(R[f"{outs[0].split('.')[0]}.run"].click, endpoint(name, outs), [*ctx, *args, R["shown"]],
+           [*(R[o] for o in outs), R["keys"]], names=("keys", *CONTEXT, *params, "shown"), api_name=name,
+           api_description=notes.get(f"api {name}"), **MODEL)
 
 
 def launch(app: gr.Blocks, *, host: str | None = None, port: int | None = None, share: bool = False,
@@ -260,25 +284,8 @@ def launch(app: gr.Blocks, *, host: str | None = None, port: int | None = None, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="fgviz explorer (Gradio app)")
-    ap.add_argument("--host", default=None, help="bind address (default 127.0.0.1, or $GRADIO_SERVER_NAME)")
-    ap.add_argument("--port", type=int, default=None, help="port (default 7860, or $GRADIO_SERVER_PORT)")
-    ap.add_argument("--share", action="store_true", help="create a public gradio.live link (needs the internet)")
-    ap.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
-    ap.add_argument("--model", action="append", default=[], metavar="SPEC", help="offer another model (registry "
-                    "name, weights folder, org/repo[@rev], timm:<name>); repeatable; also $FGVIZ_MODELS")
-    ap.add_argument("--spec-policy", choices=sorted(POLICIES), default=None, help="which typed model specs load: "
-                    "registry, hub (+ Hub repos, timm:; for a public Space) or any (+ local folders); default "
-                    "$FGVIZ_SPEC_POLICY, else hub on a Space and any elsewhere")
-    ap.add_argument("--model-cache-gb", type=float, default=None, help="bound of the loaded-model cache in GiB "
-                    "(default $FGVIZ_MODEL_CACHE_GB, else 4)")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if args.model_cache_gb is not None:
-        hub.MODELS.resize(int(args.model_cache_gb * (1 << 30)))
-    explorer = Explorer(device=resolve_device(args.device or os.environ.get("FGVIZ_DEVICE", "auto")),
-                        extra_specs=[*env_specs(), *args.model], policy=SpecPolicy.from_env(args.spec_policy))
-    launch(build_app(explorer), host=args.host, port=args.port, share=args.share)
+    args = cli.parse_args(argv)
+    launch(build_app(cli.explorer(args)), host=args.host, port=args.port, share=args.share)
 
 
 def __getattr__(name: str) -> Any:

@@ -359,6 +359,9 @@ def render_markdown(res: dict[str, Any], command: str) -> str:
                          f"384-px PNGs out): Gradio's floor | median {fmt_s(f['median'])}, p95 {fmt_s(f['p95'])}; "
                          f"/explain minus the floor = {(e['median'] - f['median']) / e['sum_explains']:.2f}x the "
                          "three explains | (context) |")
+            ratio = e.get("floor_ratio", e["median"] / f["median"])
+            lines.append(f"| app `/explain` over Gradio's floor, same run | {ratio:.2f}x "
+                         f"({fmt_s(e['median'])} vs {fmt_s(f['median'])}) | <= 1.5x |")
     if "startup_s" in app:
         lines.append(f"| `python app.py` start to first answer, offline, demo models | {app['startup_s']:.1f} s "
                      "| <= 15 s |")

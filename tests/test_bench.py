@@ -33,8 +33,8 @@ def test_quick_mode_writes_the_table(tmp_path):
     text = out.read_text()
     assert "python -m fgviz.bench --quick" in text
     for needle in ("psm_select", "TransFG `explain`", "RAMS-Trans `explain`", "TASN `explain`", "peak resident",
-                   "rejected alternative", "Per lower layer", "Gradio's floor", "real birds set",
-                   "TASN on the ConvNeXt-L", "distinct models' bytes"):
+                   "rejected alternative", "Per lower layer", "Gradio's floor", "`/explain` over Gradio's floor",
+                   "real birds set", "TASN on the ConvNeXt-L", "distinct models' bytes"):
         assert needle in text
     assert res["psm"]["same_indices"]
     real = res["real"]  # the real-birds set at tiny widths: loaded through the offline cache, weights shared

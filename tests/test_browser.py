@@ -1,9 +1,14 @@
 """Headless Chromium against the running app: what a class sees, at desktop (1400 px) and phone (400 px) width.
 
-One test per problem the explorer once had (issue 15): stale panels after a switch, panels of an earlier image after
-an error, the keyboard-driven layer slider, the Domain radio, cut gallery captions, the unshaded edge strip of the
-TransFG overlay, tabs hidden on a phone. Saves screenshots of every tab at both widths in docs/screenshots/ (and the
-README's docs/screenshot.png).
+One test per problem the explorer once had (issues 15 and 21): stale panels after a switch, panels of an earlier image
+after an error, the keyboard-driven layer slider, the Domain radio, cut gallery captions, the unshaded edge strip of
+the TransFG overlay, tabs hidden on a phone; a click on a patch that did nothing, a signature caption that described
+another panel, sanity panels each stretched to its own range, a ViT that needed its Overview column ticked, a
+non-image upload that failed silently, unreadable Internals galleries on a phone.
+
+Saves screenshots of every tab at both widths in a temporary folder, or, with $FGVIZ_SCREENSHOTS=<folder> (what
+`python scripts/screenshots.py` sets to docs/), in <folder>/screenshots/ and the README's <folder>/screenshot.png: a
+test run never rewrites a tracked file.
 
 Needs Debian's `chromium` and `chromium-driver` (`apt-get install -y chromium chromium-driver`) and `selenium`;
 without them the tests are skipped, except under CI (env CI set), where a missing browser is a failure. The browser
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import os
 import shutil
 import time
@@ -25,17 +31,30 @@ import pytest
 from PIL import Image
 
 from fgviz.explorer.layout import default_methods
+from fgviz.methods import METHODS
 from fgviz.viz.panels import Style
 
 ROOT = Path(__file__).resolve().parents[1]
-SHOTS = ROOT / "docs" / "screenshots"
-SCREENSHOT = ROOT / "docs" / "screenshot.png"
+SHOTS_ENV = "FGVIZ_SCREENSHOTS"  # a folder for the screenshots (scripts/screenshots.py: docs/); unset: a temporary one
 BIRD = ROOT / "assets" / "birds_1.jpg"
 SHOWN = default_methods()
 TABS = ("Overview", "Layers and heads", "Internals", "Faithfulness", "Export", "About")
 TIMEOUT_S = 120
 
 pytestmark = pytest.mark.browser
+
+
+_SHOTS: list[Path] = []  # the screenshot folder of this run (`_shots_root`)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _screenshot_folder(tmp_path_factory):
+    """$FGVIZ_SCREENSHOTS, else pytest's temporary folder for this run (never docs/ by default)."""
+    _SHOTS[:] = [Path(os.environ.get(SHOTS_ENV) or tmp_path_factory.mktemp("screenshots"))]
+
+
+def _shots_root() -> Path:
+    return _SHOTS[0]
 
 
 def _find(*names: str) -> str | None:
@@ -119,7 +138,9 @@ def _text(driver, selector: str) -> str:
 
 
 def _loaded(selector: str) -> str:
+    """How many of the images `selector` matches have loaded (lazy ones below the fold are asked to load now)."""
     return (f"return Array.from(document.querySelectorAll({selector!r}))"
+            ".map(i => { if (i.loading === 'lazy') i.loading = 'eager'; return i; })"
             ".filter(i => i.complete && i.naturalWidth > 0).length")
 
 
@@ -164,15 +185,19 @@ def _toast(driver, text: str) -> str:
 
 
 def _shot(driver, name: str) -> Path:
-    """A JPEG of the whole page (up to 6000 px tall) in docs/screenshots/."""
+    """A JPEG of the whole page (up to 6000 px tall) in <screenshots>/screenshots/ (`_shots_root`), every image on it
+    loaded (the galleries' lazy ones included)."""
+    _wait(driver, "return Array.from(document.querySelectorAll('img[src]')).map(i => { if (i.loading === 'lazy') "
+                  "i.loading = 'eager'; return i; }).every(i => i.complete)", "every image of the page", 60)
     time.sleep(1.0)
     width = driver.execute_script("return document.documentElement.scrollWidth")
     height = driver.execute_script("return document.documentElement.scrollHeight")
     shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
         "format": "jpeg", "quality": 80, "captureBeyondViewport": True,
         "clip": {"x": 0, "y": 0, "width": width, "height": min(height, 6000), "scale": 1}})
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    path = SHOTS / f"{name}.jpg"
+    folder = _shots_root() / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.jpg"
     path.write_bytes(base64.b64decode(shot["data"]))
     img = np.asarray(Image.open(path).convert("RGB"))
     assert img.std() > 10, f"{name}: a blank page"
@@ -211,8 +236,7 @@ def test_example_fills_every_overview_panel(desktop, served) -> None:
     shot = desktop.execute_cdp_cmd("Page.captureScreenshot", {
         "format": "png", "captureBeyondViewport": True,
         "clip": {"x": 0, "y": 0, "width": width, "height": min(bottom + 24, 4000), "scale": 1}})
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    SCREENSHOT.write_bytes(base64.b64decode(shot["data"]))
+    (_shots_root() / "screenshot.png").write_bytes(base64.b64decode(shot["data"]))
 
 
 def test_gallery_images_and_captions_are_whole(desktop, served) -> None:
@@ -268,7 +292,6 @@ def test_no_result_of_another_image_or_method_stays_on_screen(desktop, served) -
     _wait(desktop, "return document.querySelector('#faith-summary').innerText.includes('Deletion AUC')",
           "the deletion/insertion result")
     assert "transfg-birds-demo" in _text(desktop, "#faith-summary")
-    _shot(desktop, "desktop_faithfulness")
     _radio(desktop, "domain", "cars")  # a new explanation: the bird models' result must go
     _wait(desktop, "return !document.querySelector('#faith-summary').innerText.includes('Deletion AUC')",
           "the old deletion/insertion result to be cleared")
@@ -330,7 +353,6 @@ def test_keyboard_moves_the_layer_slider_and_the_figures(desktop, served) -> Non
     _wait(desktop, "return document.querySelector('#layers-caption').innerText.includes('layers 1..2 of')",
           "the caption for layer 2")
     assert desktop.execute_script("return document.querySelector('#layers-layer input[type=number]').value") == "2"
-    _shot(desktop, "desktop_layers")
 
 
 def test_step_preview_follows_the_keyboard_and_marks_only_step_one(desktop, served) -> None:
@@ -350,7 +372,7 @@ def test_step_preview_follows_the_keyboard_and_marks_only_step_one(desktop, serv
     caps = _wait(desktop, "const c = Array.from(document.querySelectorAll('#steps-rams_trans .caption-label'))"
                           ".map(c => c.innerText); return c.some(t => t.includes('preview')) && c",
                  "the preview captions")
-    assert all("step 1 (preview" in c for c in caps), caps
+    assert all("zoom 1 (preview" in c for c in caps), caps
 
 
 def test_transfg_overlay_has_no_unshaded_edge(desktop, served) -> None:
@@ -409,5 +431,207 @@ def test_phone_every_tab_is_reachable_and_figures_fill_the_width(phone, served) 
             width = phone.execute_script("return document.querySelector('#ov-transfg img').getBoundingClientRect()"
                                          ".width")
             assert width >= 0.75 * inner, width
+        if tab == "Internals":
+            _wait(phone, _loaded("#steps-transfg img"), "the TransFG steps")
         assert phone.execute_script("return document.documentElement.scrollWidth") <= inner + 1, tab
         _shot(phone, f"phone_{tab.split()[0].lower()}")
+
+
+# ---- issue 21: the patch click, honest pictures, every message said once ------------------------------------------
+
+
+def _overlap(driver, a: str, b: str) -> float:
+    """The area (px^2) where the elements `a` and `b` (CSS selectors) overlap on screen."""
+    return driver.execute_script(f"""
+        const r = document.querySelector({a!r}).getBoundingClientRect();
+        const s = document.querySelector({b!r}).getBoundingClientRect();
+        return Math.max(0, Math.min(r.right, s.right) - Math.max(r.left, s.left)) *
+               Math.max(0, Math.min(r.bottom, s.bottom) - Math.max(r.top, s.top));""")
+
+
+def _heads_choices(driver) -> list[str]:
+    """The choices the Heads dropdown offers (opened, read, closed)."""
+    from selenium.webdriver.common.keys import Keys
+
+    box = driver.find_element("css selector", "#layers-heads input")
+    box.click()
+    choices = _wait(driver, "const o = Array.from(document.querySelectorAll('ul.options li, [role=option]'))"
+                            ".map(li => li.innerText.trim().split('\\n').pop()).filter(t => t); return o.length && o",
+                    "the heads list")  # an option's text is its name after the check mark of the selected one
+    box.send_keys(Keys.ESCAPE)
+    driver.execute_script("document.activeElement.blur()")
+    _wait(driver, "return !document.querySelector('ul.options')", "the heads list to close")
+    return choices
+
+
+def test_clicking_a_patch_fills_both_patch_views_and_the_heads(desktop, served) -> None:
+    """Issue 21, item 1: a real click on the rollout picks the patch under the pointer; both patch views, the patch
+    chart and the Heads choices fill (Gradio passes the click only to a parameter typed gr.SelectData)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    url, ui = served
+    _open(desktop, url)
+    _example(desktop, 0)
+    _tab(desktop, "Layers and heads")
+    _wait(desktop, _loaded("#layers-rollout img"), "the rollout")
+    _idle(desktop)
+    e = ui.explorer.get(ui.explain(str(BIRD), "birds", {}, SHOWN).keys["transfg"])
+    f = Style().factor(e.size)
+    token = e.num_prefix_tokens + (e.grid[0] // 2) * e.grid[1] + e.grid[1] // 3
+    x0, y0, x1, y1 = e.token_box(token)
+    img = desktop.find_element("css selector", "#layers-rollout img")
+    desktop.execute_script("arguments[0].scrollIntoView({block: 'center'})", img)
+    time.sleep(0.5)
+    rect, natural = img.rect, desktop.execute_script("const i = arguments[0]; return [i.naturalWidth, "
+                                                     "i.naturalHeight]", img)
+    scale = min(rect["width"] / natural[0], rect["height"] / natural[1], 1)  # how Gradio maps the click back
+    pad_x, pad_y = (rect["width"] - natural[0] * scale) / 2, (rect["height"] - natural[1] * scale) / 2
+    cx, cy = (x0 + x1) / 2 * f * scale + pad_x, (y0 + y1) / 2 * f * scale + pad_y  # the patch's centre on screen
+    ActionChains(desktop).move_to_element_with_offset(img, round(cx - rect["width"] / 2),
+                                                      round(cy - rect["height"] / 2)).click().perform()
+    r, c = e.token_rc(token)
+    _wait(desktop, "return document.querySelector('#layers-caption').innerText.includes('patch at row')",
+          "the caption of a clicked patch")
+    assert f"patch at row {r}, column {c}," in _text(desktop, "#layers-caption")  # the patch under the pointer
+    for view in ("#layers-attends-to", "#layers-attended-by"):
+        _wait(desktop, _loaded(f"{view} img"), f"the patch view {view}")
+    heads = ui.explorer.analysis(ui.explain(str(BIRD), "birds", {}, SHOWN).keys["transfg"]).H
+    assert _heads_choices(desktop) == ["mean", "max", "min", *(f"h{h + 1}" for h in range(heads))]
+    _shot(desktop, "desktop_layers")
+    desktop.find_element("xpath", "//button[contains(., 'Clear the clicked patch')]").click()
+    _wait(desktop, "return !document.querySelector('#layers-caption').innerText.includes('patch at row')",
+          "the patch to be cleared")
+    _idle(desktop)
+    assert _heads_choices(desktop) == ["mean"]  # no patch: its heads are not offered
+
+
+def test_overview_captions_keys_and_charts(desktop, served) -> None:
+    """Issue 21, items 2 and 7: the RAMS-Trans signature caption names the mask and the zoom box (not the crop's),
+    every top-5 percentage is drawn at one size, and no label covers a chart's toolbar."""
+    url, _ = served
+    _open(desktop, url)
+    _example(desktop, 0)
+    cap = _text(desktop, "#ov-cap-rams_trans")
+    assert "mask" in cap and "zoom box" in cap, cap
+    assert "resized; scale 2 says" not in cap, cap  # the crop's caption, once overwritten into it
+    for m in SHOWN:
+        _wait(desktop, f"return document.querySelectorAll('#ov-top-{m} text.bartext').length >= 3",
+              f"the {m} top-5 values")
+        sizes = desktop.execute_script(f"return Array.from(document.querySelectorAll('#ov-top-{m} text.bartext'))"
+                                       ".map(t => parseFloat(getComputedStyle(t).fontSize))")
+        assert min(sizes) == max(sizes) >= 12, (m, sizes)
+        assert _overlap(desktop, f"#ov-top-{m} label[data-testid=block-label]", f"#ov-top-{m} .modebar") == 0, m
+        assert _overlap(desktop, f"#ov-{m} label[data-testid=block-label]", f"#ov-{m} img") == 0, m
+
+
+def test_sanity_panels_share_one_scale(desktop, served) -> None:
+    """Issue 21, item 3: with "one scale for all panels" the re-initialised map (nearly flat) looks flat beside the
+    trained one: at full opacity (the panels are the colour map alone) its pixels spread far less."""
+    from selenium.webdriver.common.keys import Keys
+
+    url, _ = served
+    _open(desktop, url)
+    _example(desktop, 0)
+    shown = "const s = document.querySelector('#fg-alpha input[type=range]'); return s && s.offsetParent !== null"
+    if not desktop.execute_script(shown):
+        desktop.find_element("xpath", "//button[contains(., 'Display')]").click()  # the accordion, closed
+    slider = _wait(desktop, "const s = document.querySelector('#fg-alpha input[type=range]'); "
+                            "return s && s.offsetParent !== null && s", "the opacity slider")
+    slider.send_keys(Keys.END)  # opacity 1: the panels show the colour map alone
+    _wait(desktop, "return document.querySelector('#fg-alpha input[type=number]').value === '1'", "opacity 1")
+    _idle(desktop)
+    _tab(desktop, "Faithfulness")
+    desktop.find_element("xpath", "//button[contains(., 'Deletion / insertion')]").click()
+    _wait(desktop, "return document.querySelector('#faith-summary').innerText.includes('Deletion AUC')",
+          "the deletion/insertion result")
+    desktop.find_element("xpath", "//button[contains(., 'Sanity check')]").click()
+    _wait(desktop, "return document.querySelector('#sanity-summary').innerText.includes('Spearman')",
+          "the sanity check")
+    _wait(desktop, _loaded("#sanity-image img"), "the sanity panels")
+    pair = _image_at(desktop, "#sanity-image img").astype(np.float64).mean(-1)
+    half = (pair.shape[1] - 8) // 2  # two panels of one width, 8 px apart
+    trained, reinit = (pair[30: pair.shape[0] - 50, x: x + half].std() for x in (0, half + 8))
+    assert reinit < 0.25 * trained, (trained, reinit)
+    assert _overlap(desktop, "#sanity-image label[data-testid=block-label]", "#sanity-image img") == 0
+    _shot(desktop, "desktop_faithfulness")
+
+
+def test_vit_in_layers_without_its_overview_column(desktop, served) -> None:
+    """Issue 21, item 4: the ViT's column is not ticked, yet Layers and Faithfulness show it (explained on demand)."""
+    url, _ = served
+    _open(desktop, url)
+    _example(desktop, 0)
+    _tab(desktop, "Layers and heads")
+    _wait(desktop, _loaded("#layers-rollout img"), "the TransFG rollout")
+    _idle(desktop)
+    _radio(desktop, "layers-method", "ViT")
+    _wait(desktop, "return document.querySelector('#layers-caption').innerText.includes('vit-birds-demo')",
+          "the ViT rollout's caption")
+    _wait(desktop, _loaded("#layers-rollout img"), "the ViT rollout")
+    _idle(desktop)
+    assert "Explain an image" not in _text(desktop, "#layers-caption")
+    _tab(desktop, "Faithfulness")
+    _radio(desktop, "faith-method", "ViT")
+    _idle(desktop)
+    desktop.find_element("xpath", "//button[contains(., 'Deletion / insertion')]").click()
+    _wait(desktop, "return document.querySelector('#faith-summary').innerText.includes('vit-birds-demo')",
+          "the ViT's deletion/insertion result")
+    assert not desktop.execute_script("return Array.from(document.querySelectorAll('.toast-body'))"
+                                      ".filter(t => t.innerText.trim()).length")
+
+
+def test_a_non_image_upload_says_why_once(desktop, served, tmp_path, caplog, capfd) -> None:
+    """Issue 21, item 5: a text file named .png: one toast that says why, the banner says it too, the log gets one
+    line and no traceback (Gradio used to fail decoding it before the app's error path ran)."""
+    url, _ = served
+    _open(desktop, url)
+    _example(desktop, 0)
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"this is not a png")
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO, logger="fgviz.app"):
+        desktop.execute_script("document.querySelectorAll('input[type=file]').forEach(i => i.style.display = "
+                               "'block')")
+        desktop.find_elements("css selector", "input[type=file]")[0].send_keys(str(bad))
+        toast = _toast(desktop, "not an image")
+        _wait(desktop, "return document.querySelector('#fg-status').innerText.includes('not an image')",
+              "the banner to say why")
+        _idle(desktop)
+        time.sleep(1.0)
+    assert "Nothing shown" in _text(desktop, "#fg-status")
+    toasts = desktop.execute_script("return Array.from(document.querySelectorAll('.toast-body'))"
+                                    ".map(t => t.innerText).filter(t => t.includes('not an image'))")
+    assert len(toasts) == 1, toasts
+    assert "not an image" in toast
+    lines = [r.getMessage() for r in caplog.records if r.name == "fgviz.app"]
+    assert len(lines) == 1 and "not an image" in lines[0], lines
+    assert all(r.exc_info is None for r in caplog.records)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err[-2000:]
+
+
+def test_phone_internals_galleries_are_readable(phone, served) -> None:
+    """Issue 21, item 10: at 400 px every Internals panel is at least 300 px wide, one per row, with its caption in
+    full under it (not cut, not under the gallery's label, at least 12 px)."""
+    url, _ = served
+    _open(phone, url)
+    _example(phone, 0)
+    _tab(phone, "Internals")
+    for m in METHODS:
+        _tab(phone, METHODS[m].title)
+        _wait(phone, _loaded(f"#steps-{m} img"), f"the {m} steps")
+        time.sleep(0.5)
+        items = phone.execute_script(f"""
+            const label = document.querySelector('#steps-{m} label[data-testid=block-label]').getBoundingClientRect();
+            return Array.from(document.querySelectorAll('#steps-{m} .thumbnail-item')).map(t => {{
+              const i = t.querySelector('img').getBoundingClientRect(), c = t.querySelector('.caption-label');
+              const r = c.getBoundingClientRect();
+              return {{width: i.width, font: parseFloat(getComputedStyle(c).fontSize), shown: c.offsetHeight > 0,
+                       cut: c.scrollWidth > c.clientWidth + 1 || c.scrollHeight > c.clientHeight + 1,
+                       under_label: Math.min(label.bottom, r.bottom) > Math.max(label.top, r.top) ||
+                                    Math.min(label.bottom, i.bottom) > Math.max(label.top, i.top)}}; }});""")
+        assert items, m
+        for k, it in enumerate(items):
+            assert it["width"] >= 300, (m, k, it)
+            assert it["shown"] and not it["cut"] and not it["under_label"], (m, k, it)
+            assert it["font"] >= 12, (m, k, it)

@@ -68,15 +68,17 @@ def test_zip_holds_pngs_html_manifest_and_numbers(expls, tmp_path) -> None:
         manifest = json.loads(z.read("manifest.json"))
         pngs = [n for n in names if n.endswith(".png")]
         htmls = [n for n in names if n.endswith(".html")]
-        assert len(names) == len(set(names)) == len(pngs) + len(htmls) + 3  # + plotly.js, manifest, numbers
-        assert export.PLOTLY_JS in names
+        assert len(names) == len(set(names)) == len(pngs) + len(htmls) + 2  # + manifest, numbers
         for n in pngs:
             with Image.open(io.BytesIO(z.read(n))) as im:
                 assert im.format == "PNG"
                 assert im.mode == "RGB"
                 assert max(im.size) >= EXPORT_SIZE
-        html = z.read(htmls[0]).decode()
-        assert "../" * htmls[0].count("/") + export.PLOTLY_JS in html  # the shared offline plotly.js
+        for name in htmls:  # standalone: plotly.js inline, no file to fetch (a chart copied out alone renders)
+            html = z.read(name).decode()
+            assert "<script src=" not in html, name
+            assert "* plotly.js v" in html[:2000], name  # the library's own header, in the file's <head>
+            assert "Plotly.newPlot" in html, name
     assert {f["file"] for f in manifest["files"]} == set(pngs) | set(htmls)
     assert all(f["caption"] and f["source"].startswith("made by") for f in manifest["files"])
     assert set(doc["figures"]) == set(pngs) | set(htmls)
@@ -100,6 +102,29 @@ def test_charts_are_drawn() -> None:
     x = np.linspace(0, 1, 9)
     lines = export.line_chart({"deletion": (x, 1 - x), "insertion": (x, x)}, "curves", "fraction", "p")
     assert lines.shape == (720, 1280, 3)
+
+
+def test_line_figures_become_pngs_for_slides() -> None:
+    """Issue 21, item 9: the deletion/insertion curves and TASN's marginals exist as PNG too (drawn from the plotly
+    figure's own traces: each trace's colour where its points are, one chart per subplot)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    x = np.linspace(0, 1, 17)
+    curves = go.Figure([go.Scatter(x=x, y=1 - x, mode="lines", name="deletion", line={"color": "rgb(213,94,0)"}),
+                        go.Scatter(x=x, y=x, mode="lines", name="random", line={"color": "rgb(0,158,115)",
+                                                                                 "dash": "dash"})])
+    curves.update_layout(title="curves", yaxis={"range": [0, 1]})
+    png = export.chart_png(curves)
+    assert png.shape == (720, 1280, 3)
+    for color in ((213, 94, 0), (0, 158, 115)):
+        assert (np.abs(png.astype(int) - color).sum(-1) < 40).sum() > 500, color  # the line is drawn
+    two = make_subplots(rows=1, cols=2, subplot_titles=["rows", "columns"])
+    two.add_trace(go.Scatter(x=x, y=x, mode="lines", name="a"), row=1, col=1)
+    two.add_trace(go.Scatter(x=x, y=x, mode="lines", name="b"), row=1, col=2)
+    assert export.chart_png(two).shape == (2 * 720, 1280, 3)  # one chart per subplot, one above the other
+    with pytest.raises(ValueError, match="no line traces"):
+        export.chart_png(go.Figure(go.Bar(x=[1], y=["a"])))
     assert export.slug("3. head 1: argmax -> token (2, 9)") == "3_head_1_argmax_token_2_9"
 
 
@@ -134,7 +159,7 @@ def test_cli_folder_output_explicit_model_and_errors(tmp_path, capsys, monkeypat
     assert set(doc["methods"]) == {"rams_trans"}
     assert doc["methods"]["rams_trans"]["model"] == "weights/rams_trans-cars-demo"
     assert all((folder / name).is_file() for name in doc["figures"])
-    assert (folder / "manifest.json").is_file() and (folder / export.PLOTLY_JS).is_file()
+    assert (folder / "manifest.json").is_file()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a Hub spec fails fast and clearly when offline
     assert cli(["explain", str(BIRD), "--model", "no-such/model-xyz@main", "--out", str(tmp_path), "--device",
                 "cpu", "--method", "tasn"]) == 2

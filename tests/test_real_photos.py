@@ -77,19 +77,32 @@ def test_real_photos_load_each_methods_imagenet_backbone_lazily(loopback_hub) ->
         ui.close()
 
 
-def test_real_photos_offline_fall_back_to_the_demo_models_with_a_message(tmp_path, monkeypatch) -> None:
+def test_real_photos_offline_fall_back_to_the_demo_models_with_a_message(tmp_path, monkeypatch, caplog) -> None:
+    """Offline, the set falls back as a whole: the demo models, one short sentence (not the Hub's wording), one log
+    line, and the Models radio back on the demo models. Any set other than "demo" takes this path."""
+    import logging
+
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hub.clear_cache()
     ui = U.UI(Explorer(device="cpu"))
     try:
-        res = ui.explain(BIRD, "birds", {}, SHOWN, model_set="imagenet")
+        with caplog.at_level(logging.WARNING, logger="fgviz.app"):
+            res = ui.explain(BIRD, "birds", {}, SHOWN, model_set="imagenet")
+        note = res.set_note
+        assert set(res.notes) == {U.SET_NOTE}  # one note for the set, none per method
+        assert note == ("Real photos could not be loaded (this server runs offline and has not downloaded them): "
+                        "showing the demo models instead.")
+        for word in ("HF_HUB_OFFLINE", "config.json", "timm/", "repo", "\n"):
+            assert word not in note, word
+        assert len([r for r in caplog.records if r.name == "fgviz.app"]) == 1
         for m in SHOWN:
             assert res.keys[m].spec == f"{m}-birds-demo"
-            note = res.notes[m]
-            assert note.startswith(f"{METHODS[m].title}: could not use the model '{METHODS[m].imagenet_spec}'")
-            assert "showing the default model" in note
-            assert len(note) < 400  # one readable sentence, not a library's traceback
+            assert res.numbers[m]["fallback"] == note
         assert np.isfinite(res.numbers["tasn"]["probs"]).all()
+        shown = ui.render(res.keys, res.notes, SHOWN, "transfg", Style())
+        assert shown["model_set"]["value"] == "demo"  # the radio shows the set that is shown
+        assert shown["status"].count(note) == 1
+        assert not any(k.startswith("spec.") for k in shown)  # the model boxes were not the reason
     finally:
         ui.close()

@@ -399,6 +399,12 @@ def test_topk_bar(expl):
     assert list(other.data[0].y) == ["albatross", "blue jay"]
     plain = figures.topk_bar(None, k=1, probs=np.array([0.2, 0.8]), labels=["a", "b"])
     assert list(plain.data[0].y) == ["b"]
+    # one text size for every bar: the top class's long bar carries its value inside, the short ones beside them
+    # (plotly's "auto" position shrank the top class's text to fit inside, about 8 px beside the others' 14)
+    sure = figures.topk_bar(None, k=3, probs=np.array([0.98, 0.015, 0.005]), labels=["a", "b", "c"])
+    assert tuple(sure.data[0].textposition) == ("inside", "outside", "outside")
+    assert sure.data[0].textfont.size == 14
+    assert (sure.layout.uniformtext.minsize, sure.layout.uniformtext.mode) == (14, "show")
 
 
 def test_heatmap_figure():
@@ -469,7 +475,13 @@ def test_curves_auc_in_legend():
 def test_attention_grid_figure(rng):
     maps = rng.random((3, 2, 4, 4))
     fig = figures.attention_grid(maps, tile=16)
-    assert [t.type for t in fig.data] == ["image", "heatmap"]
+    assert [t.type for t in fig.data] == ["image", "heatmap", "scatter"]
+    bar = fig.data[2].marker  # the colour bar spans the tiles' shared range
+    assert bar.showscale
+    assert (bar.cmin, bar.cmax) == pytest.approx((maps.min(), maps.max()))
+    each = figures.attention_grid(maps, tile=16, norm="each").data[2].marker
+    assert (each.cmin, each.cmax) == (0.0, 1.0)
+    assert "each tile" in each.colorbar.title.text
     hm = fig.data[1]
     assert np.asarray(hm.z).shape == (3, 2)
     cd = np.asarray(hm.customdata)

@@ -215,8 +215,7 @@ def layer_view(an: AttentionAnalysis, layer: int, style: Style, *, fusion: str =
     rows = fuse(full_rows[:, :, an.p :], heads).reshape(L, *an.grid)  # (L, gh, gw)
     cols = fuse(an.columns(token)[:, :, an.p :], heads).reshape(L, *an.grid)
     panels, hm = [], []
-    for name, maps in ((f"patch at row {r}, column {c} attends to", rows),
-                       (f"attends to the patch at row {r}, column {c}", cols)):
+    for name, maps in ((f"({r}, {c}) attends to", rows), (f"attends to ({r}, {c})", cols)):  # short: a phone
         m, top = _layer_maps(maps, style, li)
         p = heat(e.image, token_map_to_pixels(m, e.patch_size, e.stride, e.size), style, 0.0, top)
         p.rgb = overlay.draw_boxes(p.rgb, [e.token_box(token)], labels=[""], colors=[OKABE_ITO["vermillion"]],
@@ -235,8 +234,8 @@ def head_grid(an: AttentionAnalysis, style: Style, token: int | None = None) -> 
     q = 0 if token is None else int(token)
     who = "CLS" if token is None else "the patch at row {}, column {}".format(*an.expl.token_rc(token))
     fig = figures.attention_grid(an.query_grid(q), cmap=style.cmap, norm="shared" if style.shared else "each",
-                                 title=f"raw attention of {who}, layers x heads")
-    fig.update_layout(height=max(300, 60 * an.L + 80))
+                                 tile=64, title=f"raw attention of {who}, layers x heads")
+    fig.update_layout(height=max(320, 76 * an.L + 100))
     return fig
 
 
@@ -251,6 +250,6 @@ def stats_figure(an: AttentionAnalysis, compute: bool = True) -> go.Figure:
                                         "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5}])
         return fig
     ent, dist = an.stats()
-    fig = figures.layer_stats(ent, dist, title="per-layer attention entropy and mean attention distance")
-    fig.update_layout(height=320)
+    fig = figures.layer_stats(ent, dist)  # the panel's label names it; a long title was cut on a phone
+    fig.update_layout(height=560, margin={"t": 40})
     return fig

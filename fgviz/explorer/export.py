@@ -2,16 +2,22 @@
 with `manifest.json` (each file: tab, method, caption, what made it) and `numbers.json`, in one ZIP or folder.
 
 `figure_set` draws the views of a set of explanations (no model runs) through the same functions as the app, at
-`EXPORT_SIZE`; charts are PNG (drawn with OpenCV, no browser needed) and HTML (plotly, with one shared offline copy
-of plotly.js in `charts/`). Results that needed extra model runs (Faithfulness, sanity check) join through `extra`.
+`EXPORT_SIZE`; charts are PNG (drawn with OpenCV, no browser needed: bar charts, and every line chart of the app
+through `chart_png`) and HTML (plotly). Each HTML file carries its own copy of plotly.js, so a chart copied out of the
+export alone still renders offline (about 3.5 MB each; the ZIP compresses them). Results that needed extra model runs
+(Faithfulness, sanity check) join through `extra`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import itertools
 import json
 import math
+import os
 import re
+import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -33,7 +39,6 @@ from fgviz.viz.panels import EXPORT_SIZE, Style
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _BLUE = (0, 114, 178)
 _SERIES = ((0, 114, 178), (213, 94, 0), (0, 158, 115), (204, 121, 167), (230, 159, 0), (86, 180, 233))
-PLOTLY_JS = "charts/plotly.min.js"
 
 
 def slug(text: str, n: int = 48) -> str:
@@ -56,10 +61,13 @@ class FigureSet:
         self.images[path] = ensure_min_side(np.asarray(rgb, np.uint8))
         self.captions[path], self.sources[path] = caption, source
 
-    def chart(self, path: str, fig: go.Figure | None, caption: str, source: str = "") -> None:
+    def chart(self, path: str, fig: go.Figure | None, caption: str, source: str = "", *, png: bool = False) -> None:
+        """An interactive chart (HTML); with `png`, also as a PNG drawn from its line traces (`chart_png`)."""
         if fig is not None:
             self.charts[path] = fig
             self.captions[path], self.sources[path] = caption, source
+            if png:
+                self.image(path.rsplit(".", 1)[0] + ".png", chart_png(fig), caption, source)
 
     def merge(self, other: FigureSet) -> FigureSet:
         for name in ("images", "charts", "captions", "sources", "numbers"):
@@ -100,15 +108,35 @@ def bar_chart(pairs: Sequence[tuple[str, float]], title: str, width: int = 1280)
     return img
 
 
+Series = tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, tuple[int, int, int] | None, bool]
+
+
+def _dashed(img: np.ndarray, pts: np.ndarray, color: tuple[int, int, int], dash: int = 14) -> None:
+    """A dashed polyline: `dash`-px strokes with `dash`-px gaps along its length."""
+    walked, on = 0.0, True
+    for a, b in itertools.pairwise(pts):
+        seg = float(np.hypot(*(b - a)))
+        t = 0.0
+        while t < seg:
+            step = min(dash - walked, seg - t)
+            if on:
+                p0, p1 = a + (b - a) * (t / seg), a + (b - a) * ((t + step) / seg)
+                cv2.line(img, tuple(np.rint(p0).astype(int)), tuple(np.rint(p1).astype(int)), color, 3, cv2.LINE_AA)
+            t += step
+            walked += step
+            if walked >= dash:
+                walked, on = 0.0, not on
+
+
 def line_chart(
-    series: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str, xlabel: str = "", ylabel: str = "",
+    series: Mapping[str, Series], title: str, xlabel: str = "", ylabel: str = "",
     width: int = 1280, height: int = 720, ylim: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """Lines of name -> (x, y) with a legend and axis ranges, as an RGB image."""
+    """Lines of name -> (x, y) or (x, y, RGB colour or None, dashed) with a legend and axis ranges, as an RGB image."""
     img = np.full((height, width, 3), 255, np.uint8)
-    left, right, top, bottom = 120, 32, 72, 150
-    xs = np.concatenate([np.asarray(x, np.float64) for x, _ in series.values()]) if series else np.zeros(1)
-    ys = np.concatenate([np.asarray(y, np.float64) for _, y in series.values()]) if series else np.zeros(1)
+    left, right, top, bottom = 120, 32, 72, 116 + 34 * ((len(series) + 1) // 2)
+    xs = np.concatenate([np.asarray(s[0], np.float64) for s in series.values()]) if series else np.zeros(1)
+    ys = np.concatenate([np.asarray(s[1], np.float64) for s in series.values()]) if series else np.zeros(1)
     x0, x1 = float(xs.min()), float(xs.max()) if xs.max() > xs.min() else float(xs.min()) + 1
     y0, y1 = ylim if ylim is not None else (min(0.0, float(ys.min())), 1.05 * float(ys.max()) or 1.0)
     y1 = y1 if y1 > y0 else y0 + 1
@@ -126,15 +154,61 @@ def line_chart(
     _text(img, xlabel, left + pw // 2 - 60, top + ph + 66, 0.8)
     if ylabel:
         _text(img, ylabel, 8, top - 12, 0.7)
-    for i, (name, (x, y)) in enumerate(series.items()):
-        c = _SERIES[i % len(_SERIES)]
+    for i, (name, s) in enumerate(series.items()):
+        x, y = s[0], s[1]
+        c = s[2] if len(s) > 2 and s[2] is not None else _SERIES[i % len(_SERIES)]
+        dashed = bool(s[3]) if len(s) > 3 else False
         pts = np.array([[X(a), Y(b)] for a, b in zip(np.asarray(x, float), np.asarray(y, float), strict=True)],
                        np.int32)
-        cv2.polylines(img, [pts], False, c, 3, cv2.LINE_AA)
+        if dashed:
+            _dashed(img, pts.astype(np.float64), c)
+        else:
+            cv2.polylines(img, [pts], False, c, 3, cv2.LINE_AA)
         lx, ly = left + (i % 2) * (pw // 2), top + ph + 100 + 34 * (i // 2)  # legend below the plot
-        cv2.line(img, (lx, ly - 8), (lx + 40, ly - 8), c, 4)
-        _text(img, name[:40], lx + 50, ly, 0.7)
+        if dashed:
+            _dashed(img, np.array([[lx, ly - 8], [lx + 40, ly - 8]], np.float64), c, dash=8)
+        else:
+            cv2.line(img, (lx, ly - 8), (lx + 40, ly - 8), c, 4)
+        _text(img, name[:48], lx + 50, ly, 0.7)
     return img
+
+
+def _rgb(color: Any, default: tuple[int, int, int]) -> tuple[int, int, int]:
+    m = re.fullmatch(r"rgba?\((\d+),\s*(\d+),\s*(\d+)(?:,\s*[\d.]+)?\)", str(color or "").replace(" ", ""))
+    return tuple(int(v) for v in m.groups()) if m else default
+
+
+def _plain_text(s: Any) -> str:
+    return re.sub(r"<[^>]+>", " ", str(s or "")).replace("  ", " ").strip()
+
+
+def chart_png(fig: go.Figure, width: int = 1280) -> np.ndarray:
+    """A plotly figure of line traces (deletion/insertion curves, TASN's marginals) as an RGB image for slides: one
+    `line_chart` per subplot (in the order of its x axes, titled by the subplot titles), one above the other, each
+    trace in its own colour and dash. Traces that are not lines are skipped."""
+    panels: dict[str, dict[str, Series]] = {}
+    for i, t in enumerate(fig.data):
+        if t.type != "scatter" or t.x is None or t.y is None or "lines" not in (t.mode or "lines"):
+            continue
+        name = _plain_text(t.name) or f"series {i + 1}"
+        color = _rgb(t.line.color if t.line else None, _SERIES[i % len(_SERIES)])
+        dashed = bool(t.line and t.line.dash not in (None, "solid"))
+        series = panels.setdefault(t.xaxis or "x", {})
+        series[name if name not in series else f"{name} ({i + 1})"] = (np.asarray(t.x, float),
+                                                                       np.asarray(t.y, float), color, dashed)
+    if not panels:
+        raise ValueError("chart_png draws line charts; this figure has no line traces")
+    titles = [_plain_text(a.text) for a in (fig.layout.annotations or ())]
+    title = _plain_text(fig.layout.title.text if fig.layout.title else "")
+    images = []
+    for n, (axis, series) in enumerate(sorted(panels.items(), key=lambda kv: int(kv[0][1:] or 1))):
+        lay = fig.layout[axis.replace("x", "xaxis", 1)]
+        sub = titles[n] if n < len(titles) and len(panels) > 1 else ""
+        head = ": ".join(t for t in (title if n == 0 or len(panels) == 1 else "", sub) if t) or title
+        rng = fig.layout[f"yaxis{axis[1:]}"].range if fig.layout[f"yaxis{axis[1:]}"] else None
+        images.append(line_chart(series, head[:70], _plain_text(lay.title.text if lay and lay.title else ""),
+                                 width=width, ylim=tuple(rng) if rng else None))
+    return np.concatenate(images, 0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -172,7 +246,8 @@ def figure_set(
         if steps is not None:
             for i, (rgb, cap) in enumerate(steps.panels, start=1):
                 fs.image(f"internals/{name}/{i:02d}_{slug(cap, 40)}.png", rgb, cap, src)
-            fs.chart(f"internals/{name}/figure.html", steps.figure, f"{method.title} internals chart", src)
+            fs.chart(f"internals/{name}/figure.html", steps.figure, f"{method.title} internals chart", src,
+                     png=True)
             fs.numbers[name]["internals"] = steps.numbers
         if e.attn_q is not None and e.grid is not None:
             layers = layer_figures(name, e, style, fusion, discard, src)
@@ -215,10 +290,25 @@ def layer_figures(name: str, e: Explanation, style: Style, fusion: str, discard:
 # Writing
 
 
-def png_bytes(rgb: np.ndarray) -> bytes:
+def png_bytes(rgb: np.ndarray, compress_level: int = 6) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(np.asarray(rgb, np.uint8), "RGB").save(buf, "PNG", optimize=False, compress_level=6)
+    Image.fromarray(np.asarray(rgb, np.uint8), "RGB").save(buf, "PNG", optimize=False, compress_level=compress_level)
     return buf.getvalue()
+
+
+def png_file(rgb: np.ndarray, folder: str | Path) -> str:
+    """`rgb` as a PNG under `folder` (in a subfolder named by its content, written atomically; an existing copy is
+    reused), with fast compression (zlib level 1: about a quarter of the time of level 6 for 25% more bytes), for a
+    view the app serves at once."""
+    data = png_bytes(rgb, compress_level=1)
+    path = Path(folder) / f"fgviz-{hashlib.sha256(data).hexdigest()[:32]}" / "view.png"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    return str(path)
 
 
 def _default(o: Any) -> Any:
@@ -230,7 +320,7 @@ def _default(o: Any) -> Any:
 
 
 def entries(fs: FigureSet, meta: Mapping[str, Any] | None = None) -> Iterator[tuple[str, bytes]]:
-    """(relative path, bytes) of every file of an export: PNGs, HTML charts (+ plotly.js once), the manifest and
+    """(relative path, bytes) of every file of an export: PNGs, standalone HTML charts, the manifest and
     numbers.json."""
     from plotly.offline import get_plotlyjs
 
@@ -238,13 +328,12 @@ def entries(fs: FigureSet, meta: Mapping[str, Any] | None = None) -> Iterator[tu
     for path, rgb in fs.images.items():
         yield path, png_bytes(rgb)
         manifest.append({"file": path, "kind": "png", "size": list(rgb.shape[1::-1])})
+    script = f"<script>{get_plotlyjs()}</script>" if fs.charts else ""
     for path, fig in fs.charts.items():
-        script = "../" * path.count("/") + PLOTLY_JS  # relative to this file: the export's root, then charts/
+        # plotly.js inline: the file renders alone, offline, wherever it is copied to.
         html = fig.to_html(include_plotlyjs=False, full_html=True)
-        yield path, html.replace("<head>", f'<head><meta charset="utf-8"><script src="{script}"></script>', 1).encode()
+        yield path, html.replace("<head>", f'<head><meta charset="utf-8">{script}', 1).encode()
         manifest.append({"file": path, "kind": "html"})
-    if fs.charts:
-        yield PLOTLY_JS, get_plotlyjs().encode()
     for item in manifest:
         item.update(tab=item["file"].split("/")[0], caption=fs.captions.get(item["file"], ""),
                     source=fs.sources.get(item["file"], ""))
@@ -260,7 +349,8 @@ def write_zip(path: str | Path, fs: FigureSet, meta: Mapping[str, Any] | None = 
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
         for name, data in entries(fs, meta):
-            z.writestr(name, data)
+            # Each HTML chart carries plotly.js (4.8 MB): the fastest deflate level packs it nearly as small.
+            z.writestr(name, data, compresslevel=1 if name.endswith(".html") else None)
     return path
 
 

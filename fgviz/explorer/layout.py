@@ -46,7 +46,11 @@ MODEL_SETS = {
     "demo": "demo models (fgviz synthetic birds and cars, offline)",
     "imagenet": "real photos: ImageNet backbones, not fine-tuned on birds/cars (needs the Hub)",
 }
-STATES = {"keys": {}, "notes": [], "patch": None, "shown": {}}  # per session: explanation keys, fallback notes...
+# Per session: explanation keys, fallback notes, the clicked patch, the Faithfulness results shown, which tab is on
+# screen ("view": the main tab and the Internals method) and which of the Layers / Internals tabs are drawn.
+STATES = {"keys": {}, "notes": {}, "patch": None, "shown": {}, "view": {"tab": "overview", "internals": None},
+          "drawn": []}
+TAB_IDS = ("overview", "layers", "internals", "faith", "export", "about")
 DISPLAY = ("cmap", "alpha", "norm")
 LAYER_CONTROLS = ("layers.layer", "layers.fusion", "layers.discard", "layers.heads")
 
@@ -61,11 +65,13 @@ def page(choices: dict[str, list[str]], notes: dict[str, str], domains: tuple[st
     first = default_methods()[0]
     all_maps = list(dict.fromkeys(n for m in METHODS for n in views.map_choices(m)))
     return [
-        *(N("state", k, value=v) for k, v in STATES.items()),
+        *(N("state", k, value=v if k != "view" else {**v, "internals": next(iter(METHODS))})
+          for k, v in STATES.items()),
         md("# fgviz: what do fine-grained recognisers look at?\n" + notes.get("intro", "")),
         N("row", None,
           N("column", None,
-            N("upload", "image", label="Image (a bird or a car)", height=300, sources=["upload", "clipboard"]),
+            N("upload", "image", label="Image (a bird or a car)", height=300, sources=["upload", "clipboard"],
+              elem_id="fg-upload"),
             N("radio", "domain", choices=list(domains), value=domains[0], label="Domain (picks the demo models)",
               elem_id="domain"),
             N("radio", "model_set", choices=[(v, k) for k, v in MODEL_SETS.items()], value="demo", label="Models"),
@@ -81,19 +87,21 @@ def page(choices: dict[str, list[str]], notes: dict[str, str], domains: tuple[st
             N("accordion", None, N("row", None,
               N("dropdown", "cmap", choices=list(COLORMAPS), value=COLORMAPS[0], label="Colormap",
                 info="viridis, cividis, magma, inferno are colour-blind safe"),
-              N("slider", "alpha", minimum=0, maximum=1, value=0.5, step=0.05, label="Overlay opacity"),
+              N("slider", "alpha", minimum=0, maximum=1, value=0.5, step=0.05, label="Overlay opacity",
+                elem_id="fg-alpha"),
               N("radio", "norm", choices=[("one scale for all panels", "shared"), ("each panel its own", "panel")],
-                value="shared", label="Normalisation")), label="Display", open=True),
+                value="shared", label="Normalisation")), label="Display", open=False),
             scale=3, min_width=300)),
         md("Pick an example or upload an image.", "status", elem_classes="fg-banner", elem_id="fg-status"),
         N("tabs", None,
-          N("tab", None, N("row", None, *(overview_column(meth, notes) for meth in METHODS.values()),
-                           equal_height=False),
+          N("tab", "tab.overview", N("row", None, *(overview_column(meth, notes) for meth in METHODS.values()),
+                                     equal_height=False),
             N("accordion", None, N("json", "numbers", label="prediction, top-5, probabilities, boxes, tokens, "
                                    "parameters, made by"), label="Numbers (JSON)", open=False), label="Overview"),
-          N("tab", None, *layers_tab(notes), label="Layers and heads"),
-          N("tab", None, *(steps_tab(meth, notes) for meth in METHODS.values()), label="Internals"),
-          N("tab", None,
+          N("tab", "tab.layers", *layers_tab(notes), label="Layers and heads"),
+          N("tab", "tab.internals", N("tabs", None, *(steps_tab(meth, notes) for meth in METHODS.values())),
+            label="Internals"),
+          N("tab", "tab.faith",
             md(notes.get("faithfulness", ""), elem_classes="fg-note"),
             N("row", None,
               N("radio", "faith.method", choices=[(m.title, m.name) for m in METHODS.values()], value=first,
@@ -109,10 +117,10 @@ def page(choices: dict[str, list[str]], notes: dict[str, str], domains: tuple[st
             md(name="sanity.summary", elem_id="sanity-summary"),
             N("image", "sanity.image", label="Same map, trained vs re-initialised", elem_id="sanity-image"),
             N("json", "sanity.numbers", label="sanity numbers"), label="Faithfulness"),
-          N("tab", None, md(notes.get("export", ""), elem_classes="fg-note"),
+          N("tab", "tab.export", md(notes.get("export", ""), elem_classes="fg-note"),
             N("button", "export.run", value="Export ZIP"),
             N("file", "export.file", label="export", elem_id="export-file"), label="Export"),
-          N("tab", None, md(notes.get("about", "")), label="About")),
+          N("tab", "tab.about", md(notes.get("about", "")), label="About"), elem_id="fg-tabs"),
     ]
 
 
@@ -133,18 +141,21 @@ def layers_tab(notes: dict[str, str]) -> list[Node]:
     return [
         md(notes.get("layers", ""), elem_classes="fg-note"),
         N("row", None,
-          N("radio", "layers.method", choices=[(METHODS[m].title, m) for m in vits], value=vits[0], label="Model"),
+          N("radio", "layers.method", choices=[(METHODS[m].title, m) for m in vits], value=vits[0], label="Model",
+            elem_id="layers-method"),
           N("slider", "layers.layer", minimum=1, maximum=12, value=12, step=1, label="Layer", elem_id="layers-layer"),
           N("radio", "layers.fusion", choices=["mean", "max", "min"], value="mean", label="Head fusion (rollout)"),
           N("slider", "layers.discard", minimum=0, maximum=0.95, value=0.0, step=0.05,
             label="Discard ratio (lowest attentions)"),
-          N("dropdown", "layers.heads", choices=["mean"], value="mean", label="Heads (clicked patch)")),
+          N("dropdown", "layers.heads", choices=["mean"], value="mean", label="Heads (clicked patch)",
+            elem_id="layers-heads")),
         md(name="layers.caption", elem_id="layers-caption"),
         N("row", None, N("image", "layers.rollout", label="Rollout (click a patch)", elem_id="layers-rollout"),
           N("plot", "layers.rollout_fig", label="Rollout, token resolution (hover)", min_width=300),
           equal_height=False),
-        N("row", None, N("image", "layers.attends_to", label="What the patch attends to"),
-          N("image", "layers.attended_by", label="What attends to the patch"), equal_height=False),
+        N("row", None, N("image", "layers.attends_to", label="What the patch attends to", elem_id="layers-attends-to"),
+          N("image", "layers.attended_by", label="What attends to the patch", elem_id="layers-attended-by"),
+          equal_height=False),
         N("plot", "layers.patch_fig", label="Clicked patch, token resolution (hover)"),
         N("button", "layers.clear", value="Clear the clicked patch", size="sm"),
         N("plot", "layers.grid_fig", label="Raw attention, layers x heads"),
@@ -159,7 +170,9 @@ def steps_tab(meth: Method, notes: dict[str, str]) -> Node:
                   step=p.step, label=p.label + ("" if p.preview else " (re-run only)"), elem_id=f"steps-{m}-{p.name}")
                 for p in meth.step_params]
     rerun = [N("button", f"steps.{m}.rerun", value=f"Re-run {meth.title} with these")] if controls else []
-    return N("tab", None, md(notes.get(m, ""), elem_classes="fg-note"), N("row", None, *controls, *rerun),
+    return N("tab", f"tab.internals.{m}", md(notes.get(m, ""), elem_classes="fg-note"),
+             N("row", None, *controls, *rerun),
              md(name=f"steps.{m}.notes", elem_id=f"steps-notes-{m}"),
              N("gallery", f"steps.{m}.gallery", label=f"{meth.title} step by step", columns=3, elem_id=f"steps-{m}"),
-             N("plot", f"steps.{m}.figure", label=f"{meth.title} chart"), label=meth.title)
+             N("plot", f"steps.{m}.figure", label=f"{meth.title} chart", visible=False, elem_id=f"steps-fig-{m}"),
+             label=meth.title)

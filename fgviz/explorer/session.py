@@ -38,7 +38,7 @@ import torch
 from PIL import Image
 
 from fgviz.core.explanation import Explanation
-from fgviz.core.imageio import ImageError, decode_image, synthetic_params
+from fgviz.core.imageio import MAX_BYTES, ImageError, decode_image, synthetic_params
 from fgviz.explorer import views
 from fgviz.explorer.analysis import AttentionAnalysis
 from fgviz.explorer.policy import LoadRefusedError, RateLimiter, SpecPolicy
@@ -111,10 +111,12 @@ class CacheKey:
     def param_dict(self) -> dict[str, Any]:
         return dict(self.params)
 
-    def describe(self) -> str:
-        """One line for captions: which model, which image, which parameters."""
+    def describe(self, markdown: bool = True) -> str:
+        """One line for captions: which model, which image, which parameters (the spec in Markdown backticks, or
+        plain for captions that are not Markdown, such as a gallery's)."""
         p = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.params)
-        return f"{views.title(self.method)} `{self.spec}` on image {self.image_id[:8]}" + (f" ({p})" if p else "")
+        spec = f"`{self.spec}`" if markdown else self.spec
+        return f"{views.title(self.method)} {spec} on image {self.image_id[:8]}" + (f" ({p})" if p else "")
 
 
 def image_id(image: Image.Image) -> str:
@@ -122,6 +124,17 @@ def image_id(image: Image.Image) -> str:
     h = hashlib.sha1(f"{image.width}x{image.height}".encode())
     h.update(np.asarray(image.convert("RGB"), np.uint8).tobytes())
     return h.hexdigest()[:16]
+
+
+def source_digest(src: Any) -> str | None:
+    """The sha1 of an upload's bytes (a file path or bytes), None for anything else (arrays and PIL images are
+    hashed by their pixels, `image_id`). Reads at most what the decoder reads."""
+    if isinstance(src, bytes | bytearray):
+        return hashlib.sha1(bytes(src)).hexdigest()
+    if isinstance(src, str | os.PathLike) and len(str(src)) < 4096 and os.path.isfile(src):
+        with open(src, "rb") as f:
+            return hashlib.sha1(f.read(MAX_BYTES + 1)).hexdigest()
+    return None
 
 
 def resolve_device(device: str | None) -> str:
@@ -191,6 +204,8 @@ class Explorer:
         self.allowed_roots = tuple(Path(r) for r in roots)
         self.add_specs(extra_specs)
         self._images = LRU(max_images)
+        self._uploads = LRU(4 * max_images)  # sha1 of an upload's bytes -> its image id (decoded once)
+        self.decode_count = 0  # uploads decoded (tests check that a request on an explained image decodes none)
         self._expls = LRU(max_explanations)
         self._analyses = LRU(4)  # derived attention: up to ~200 MB each for a paper-size ViT
         self._derived = LRU(64)  # ground truth, randomised copies' explanations, metric results
@@ -258,20 +273,31 @@ class Explorer:
         default = self.default_spec(method, domain)
         if typed in ("", AUTO, default):
             return default, None
+        reason = self.spec_failure(typed, method, domain, client)
+        if reason is None:
+            return typed, None
+        shown = typed if len(typed) <= 60 else typed[:40] + "…"
+        return default, f"{views.title(method)}: could not use the model {shown!r} ({reason}); showing the " \
+                        f"default model {default!r} instead."
+
+    def spec_failure(self, spec: str | None, method: str, domain: str, client: str | None = None) -> str | None:
+        """Why the model of `spec` cannot be used for `method` (None: it loads). A failure is remembered for
+        FAILED_TTL_S (see `resolve_or_default`); a refusal for now (`LoadRefusedError`) is not."""
+        typed = (spec or "").strip()
+        if typed in ("", AUTO):
+            return None
         failed = self._failed.get((typed, method))
         if failed is not None and time.monotonic() - failed[0] < FAILED_TTL_S:
-            reason = failed[1]
-        else:
-            try:
-                self.model(self.resolve(typed, method, domain), method, client=client)
-                return typed, None
-            except LoadRefusedError as e:
-                reason = str(e)
-            except (WeightsError, KeyError, ValueError, OSError) as e:
-                reason = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-                self._failed.put((typed, method), (time.monotonic(), reason))
-        return default, f"{views.title(method)}: could not use the model {typed[:120]!r} ({reason}); showing the " \
-                        f"default model {default!r} instead."
+            return failed[1]
+        try:
+            self.model(self.resolve(typed, method, domain), method, client=client)
+            return None
+        except LoadRefusedError as e:
+            return str(e)
+        except (WeightsError, KeyError, ValueError, OSError) as e:
+            reason = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+            self._failed.put((typed, method), (time.monotonic(), reason))
+            return reason
 
     def spec_method(self, spec: str) -> str | None:
         """The method of a spec without loading weights: registry entries and local folders say it; None for Hub
@@ -344,12 +370,23 @@ class Explorer:
     # Images and explanations
 
     def add_image(self, src: Any) -> str:
-        """Decode an upload (any `decode_image` input) once; returns its content id. Raises ImageError."""
+        """Decode an upload (any `decode_image` input) once; returns its content id. Raises ImageError.
+
+        An upload given again (a file path or bytes with the same content: the Faithfulness, sanity and export
+        requests of the explained image) is recognised by the digest of its bytes and not decoded again."""
+        digest = source_digest(src)
+        if digest is not None:
+            iid = self._uploads.get(digest)
+            if iid is not None and self._images.get(iid) is not None:
+                return iid
         with self._slot:  # a large decode costs as much as a forward pass
             image = decode_image(src)
+            self.decode_count += 1
         iid = image_id(image)
         if self._images.get(iid) is None:
             self._images.put(iid, image)
+        if digest is not None:
+            self._uploads.put(digest, iid)
         return iid
 
     def image(self, iid: str) -> Image.Image:
@@ -527,4 +564,5 @@ class Explorer:
 
 
 __all__ = ["AUTO", "DOMAINS", "ENV_MODELS", "LRU", "MAX_LOADING", "CacheKey", "ExpiredError", "Explorer",
-           "GroundTruth", "ImageError", "LoadRefusedError", "SpecPolicy", "env_specs", "image_id", "resolve_device"]
+           "GroundTruth", "ImageError", "LoadRefusedError", "SpecPolicy", "env_specs", "image_id", "resolve_device",
+           "source_digest"]

@@ -2,19 +2,23 @@
 
 Every result is made from the explanations of the current `keys` (method -> `CacheKey`), and its captions say which
 model, image and parameters made it; with no keys (nothing explained yet, or the last request failed) every result is
-empty, so a panel can never show an earlier image or model. Only `UI.explain`, `UI.rerun`, `UI.faithfulness` and
-`UI.sanity` can run a model (through the `compute_*` hooks, which the app wraps for ZeroGPU).
+empty, so a panel can never show an earlier image or model. Only `UI.explain`, `UI.ensure` (a method explained on
+demand, for the Layers and Faithfulness tabs), `UI.rerun`, `UI.faithfulness` and `UI.sanity` can run a model (through
+the `compute_*` hooks, which the app wraps for ZeroGPU).
+
+Work is done once per request: the upload is decoded once (the explorer remembers its bytes' digest), the Overview
+is drawn once per (explanations, style) and kept (`UI.explain` draws it, `UI.render` reuses it), and `UI.render`
+draws only the tabs on screen (`tabs`); the others are emptied and drawn when they are opened (`UI.draw`).
+
+A user error becomes one message (`user_error`: one line, no server folder, long values cut) and one log line.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,158 +27,58 @@ import plotly.graph_objects as go
 
 from fgviz.core.explanation import Explanation
 from fgviz.core.geometry import token_at
-from fgviz.core.imageio import MAX_BYTES, ImageError
 from fgviz.explorer import analysis, views
 from fgviz.explorer.export import FigureSet, figure_set, write_zip
 from fgviz.explorer.layout import MODEL_SETS, attention_methods, default_methods
-from fgviz.explorer.session import CacheKey, ExpiredError, Explorer
+from fgviz.explorer.messages import (
+    LOG,
+    banner_error,
+    request_digest,
+    server_fault,
+    set_fallback_note,
+    short_message,
+    upload_digest,
+    user_error,
+)
+from fgviz.explorer.results import (
+    EMPTY_RESULTS,
+    SET_NOTE,
+    TABS,
+    Column,
+    Context,
+    ExplainResult,
+    FaithResult,
+    Keys,
+    LayersResult,
+    OverviewResult,
+    Props,
+    SanityResult,
+    StepsResult,
+    named_layers,
+    named_steps,
+    visible_tabs,
+)
+from fgviz.explorer.session import AUTO, DOMAINS, LRU, CacheKey, ExpiredError, Explorer
 from fgviz.methods import METHODS
-from fgviz.viz.panels import Panel, Style, caption_top1
-from fgviz.weights.format import WeightsError
+from fgviz.viz.panels import Style, caption_top1
 
-Keys = dict[str, CacheKey]
-LOG = logging.getLogger("fgviz.app")
-USER_ERRORS = (ImageError, WeightsError, ExpiredError, KeyError, ValueError)  # the user's to fix: no traceback
 MAX_EXPORTS = 8  # export ZIPs kept on disk (Gradio serves its own copy); older ones are deleted
 
 
-def upload_digest(value: Any) -> str | None:
-    """The first 12 hex digits of the sha1 of an upload's bytes (what `sha1sum` prints for the file), or None
-    when `value` is not an upload (a path to a file, or bytes)."""
-    if isinstance(value, bytes | bytearray):
-        data = bytes(value)
-    elif isinstance(value, str | os.PathLike) and len(str(value)) < 4096 and os.path.isfile(value):
-        with open(value, "rb") as f:
-            data = f.read(MAX_BYTES + 1)  # what the decoder reads at most
-    else:
-        return None
-    return hashlib.sha1(data).hexdigest()[:12]
+def _caption(text: str, key: CacheKey, markdown: bool = True) -> str:
+    """A caption with what made it; gallery captions are plain text (no Markdown backticks)."""
+    return f"{text} · {key.describe(markdown=markdown)}"
 
 
-def request_digest(args: Sequence[Any]) -> str:
-    """The image of a request, for its log lines: the hash of its upload (`upload_digest`), else the id of the image
-    its explanation keys name (`CacheKey.image_id`, also 12 hex digits here), else "-" (no image)."""
-    for a in args:
-        digest = upload_digest(a)
-        if digest is not None:
-            return digest
-    for a in args:
-        if isinstance(a, dict) and a and all(isinstance(k, CacheKey) for k in a.values()):
-            return next(iter(a.values())).image_id[:12]
-    return "-"
+def style_of(cmap: str, alpha: float | str, norm: str) -> Style:
+    """The display style of the controls' values (a bad value: ValueError, a user error)."""
+    return Style(cmap=cmap, alpha=float(alpha), norm=norm)
 
 
-def user_error(where: str, args: Sequence[Any], error: BaseException) -> str:
-    """The message of a user error, logged as one line with the request's image hash (no traceback: the log keeps
-    tracebacks for faults of the server)."""
-    msg = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-    LOG.warning("user error in %s (image %s): %s", where, request_digest(args), (msg.splitlines() or [""])[0][:300])
-    return msg
-
-
-def server_fault(where: str, args: Sequence[Any], error: BaseException) -> str:
-    """A fault of the server (anything but USER_ERRORS): logged once with its traceback and the request's image
-    hash; the message tells the user it is not theirs to fix."""
-    digest = request_digest(args)
-    LOG.error("server fault in %s (image %s): %s", where, digest, error, exc_info=error)
-    return f"Something went wrong on the server (logged with image {digest}); please try again later."
-
-
-class Props(dict):
-    """A control's properties besides its value (visible, maximum, choices, label); the app applies them."""
-
-
-def named_layers(res: LayersResult, full: bool = True) -> dict[str, Any]:
-    """The Layers and heads tab by component name ("layers.<field>"; with `full`, the slider, heads and button)."""
-    out = {f"layers.{f}": getattr(res, f) for f in ("caption", "rollout", "rollout_fig", "attends_to", "attended_by",
-                                                      "patch_fig", "grid_fig", "stats_fig")}
-    if not full:
-        return {k: v for k, v in out.items() if k not in ("layers.grid_fig", "layers.stats_fig")}
-    # Gradio needs maximum > minimum (1): a one-layer model gets a slider to 2 (clipped to 1 by `UI.layers`).
-    return {**out, "layers.layer": Props(maximum=max(res.layers, 2), value=res.layer,
-                                         label=f"Layer (1..{res.layers})"),
-            "layers.heads": Props(choices=res.heads, value=res.head),
-            "layers.stats_run": Props(visible=res.stats_fig is not None and not res.stats_fig.data)}
-
-
-def named_steps(method: str, res: StepsResult) -> dict[str, Any]:
-    """One Internals tab by component name ("steps.<method>.<field>", its controls' values and maxima)."""
-    out = {f"steps.{method}.{f}": getattr(res, f) for f in ("gallery", "figure", "notes")}
-    for name, v in res.control_values.items():
-        out[f"steps.{method}.controls.{name}"] = Props(value=v, **({"maximum": res.limits[name]}
-                                                                    if name in res.limits else {}))
-    return out
-
-
-EMPTY_RESULTS = ("faith.figure", "faith.summary", "faith.numbers", "sanity.image", "sanity.summary", "sanity.numbers",
-                 "export.file")
-
-
-@dataclass
-class Column:
-    main: np.ndarray | None = None
-    caption: str = ""
-    gallery: list[Panel] = field(default_factory=list)
-    topk: go.Figure | None = None
-    extra: go.Figure | None = None
-
-
-@dataclass
-class ExplainResult:
-    keys: Keys
-    mains: dict[str, np.ndarray | None]
-    numbers: dict[str, Any]
-    notes: dict[str, str]  # method -> why its typed spec fell back to the registry model
-
-
-@dataclass
-class OverviewResult:
-    status: str
-    columns: dict[str, Column]
-
-
-@dataclass
-class LayersResult:
-    rollout: np.ndarray | None = None
-    rollout_fig: go.Figure | None = None
-    attends_to: np.ndarray | None = None
-    attended_by: np.ndarray | None = None
-    patch_fig: go.Figure | None = None
-    caption: str = ""
-    layers: int = 1  # the model's layer count (the slider's maximum)
-    layer: int = 1
-    heads: list[str] = field(default_factory=lambda: ["mean"])
-    head: str = "mean"
-    grid_fig: go.Figure | None = None
-    stats_fig: go.Figure | None = None
-
-
-@dataclass
-class StepsResult:
-    gallery: list[Panel] = field(default_factory=list)
-    figure: go.Figure | None = None
-    notes: str = ""
-    params: dict[str, Any] = field(default_factory=dict)
-    limits: dict[str, float] = field(default_factory=dict)  # maxima of the controls for this model
-    control_values: dict[str, float] = field(default_factory=dict)  # what each control shows (None as its "none")
-
-
-@dataclass
-class FaithResult:
-    figure: go.Figure | None = None
-    summary: str = ""
-    numbers: dict[str, Any] | None = None
-
-
-@dataclass
-class SanityResult:
-    image: np.ndarray | None = None
-    summary: str = ""
-    numbers: dict[str, Any] | None = None
-
-
-def _caption(text: str, key: CacheKey) -> str:
-    return f"{text} · {key.describe()}"
+def _check_choice(value: Any, choices: Collection[str], what: str) -> str:
+    if value not in choices:
+        raise ValueError(f"unknown {what} {str(value)[:40]!r}; expected one of {', '.join(choices)}")
+    return value
 
 
 class UI:
@@ -187,6 +91,8 @@ class UI:
         self.compute_deletion = compute_deletion or explorer.compute_deletion_insertion
         self.compute_sanity = compute_sanity or explorer.compute_sanity
         self._exports = tempfile.TemporaryDirectory(prefix="fgviz-exports-")
+        self._overviews = LRU(8)  # (keys, style) -> drawn Overview columns: drawn once per explain, reused by render
+        self.overview_draws = 0  # Overviews drawn (tests and benchmarks check that an explain draws one)
 
     def close(self) -> None:
         self._exports.cleanup()
@@ -199,65 +105,162 @@ class UI:
         return typed
 
     def explain(self, image: Any, domain: str, typed: dict[str, str] | Sequence[str], methods: Sequence[str] = (),
-                model_set: str = "demo", *, style: Style | None = None, client: str | None = None) -> ExplainResult:
-        """Run (or fetch from the cache) each method on one image. A typed spec that cannot be used falls back to the
-        domain's registry model; `notes` says why, and the log gets one line per fallback (a user error, with the
-        upload's hash). `client` identifies the caller for the rate of new model loads (the app passes its address).
-        Raises ImageError, WeightsError... for the app to report."""
+                model_set: str = "demo", style: Style | None = None, client: str | None = None) -> ExplainResult:
+        """Run (or fetch from the cache) each method on one image and draw its Overview (once: `render` reuses it).
+        A typed spec that cannot be used falls back to the domain's registry model, and a model set whose models
+        cannot be loaded (offline, a failing Hub) falls back to the demo models as a whole; `notes` says why in one
+        sentence each, and the log gets one line each. `client` identifies the caller for the rate of new model
+        loads (the app passes its address). Raises ImageError, WeightsError, ValueError... for the app to report."""
         if image is None:
             raise ValueError("Upload a bird or a car, or pick an example, first.")
+        ctx = Context(domain, typed if isinstance(typed, dict) else dict(zip(METHODS, typed, strict=True)),
+                      model_set, client)
+        _check_choice(domain, DOMAINS, "domain")
+        _check_choice(model_set, MODEL_SETS, "model set")
         methods = [m for m in (methods or default_methods()) if m in METHODS]
-        typed = typed if isinstance(typed, dict) else dict(zip(METHODS, typed, strict=True))
         iid = self.explorer.add_image(image)
-        keys, fallbacks = {}, {}
-        for method, spec in self.specs_for(model_set, {m: typed.get(m, "auto") for m in methods}).items():
-            spec, note = self.explorer.resolve_or_default(spec, method, domain, client)
-            if note:
-                fallbacks[method] = note
-                LOG.warning("user error in explain (image %s): %s", upload_digest(image) or iid[:12],
-                            (note.splitlines() or [""])[0][:300])
-            keys[method] = self.explorer.explain(iid, spec, method, compute=self.compute_explain)
-        expls = {m: self.explorer.get(k) for m, k in keys.items()}
-        mains = {m: ov.main for m, ov in views.overview(expls, style or Style(), main_only=True).items()}
+        keys, notes = self._explain(iid, methods, ctx, upload_digest(image) or iid[:12])
+        expls = self._expls(keys)
+        mains = {m: ov.main for m, ov in self._overview(keys, style or Style()).items()}
         numbers = {m: {**views.summary(e), "overview_size": list(mains[m].shape[:2]), "made_by": keys[m].describe(),
-                       **({"fallback": fallbacks[m]} if m in fallbacks else {})} for m, e in expls.items()}
-        return ExplainResult(keys, mains, numbers, fallbacks)
+                       **({"fallback": notes.get(m) or notes[SET_NOTE]} if m in notes or SET_NOTE in notes else {})}
+                   for m, e in expls.items()}
+        return ExplainResult(keys, mains, numbers, notes)
+
+    def _specs(self, methods: Sequence[str], ctx: Context, digest: str) -> tuple[dict[str, str], dict[str, str]]:
+        """The spec of each method and the notes of fallbacks (see `explain`), each logged as one line."""
+        notes: dict[str, str] = {}
+        if ctx.model_set != "demo":
+            wanted = self.specs_for(ctx.model_set, {m: ctx.typed.get(m, AUTO) for m in methods})
+            reasons = {m: why for m, spec in wanted.items()
+                       if (why := self.explorer.spec_failure(spec, m, ctx.domain, ctx.client)) is not None}
+            if not reasons:
+                return {m: self.explorer.resolve(s, m, ctx.domain) for m, s in wanted.items()}, notes
+            notes[SET_NOTE] = set_fallback_note(ctx.model_set, reasons)
+            LOG.warning("user error in explain (image %s): %s (%s)", digest, notes[SET_NOTE],
+                        short_message(next(iter(reasons.values())), 200))
+            return {m: self.explorer.default_spec(m, ctx.domain) for m in methods}, notes
+        specs = {}
+        for m in methods:
+            specs[m], note = self.explorer.resolve_or_default(ctx.typed.get(m, AUTO), m, ctx.domain, ctx.client)
+            if note:
+                notes[m] = short_message(note, limit=None)
+                LOG.warning("user error in explain (image %s): %s", digest, notes[m])
+        return specs, notes
+
+    def _explain(self, iid: str, methods: Sequence[str], ctx: Context, digest: str) -> tuple[Keys, dict[str, str]]:
+        specs, notes = self._specs(methods, ctx, digest)
+        return {m: self.explorer.explain(iid, specs[m], m, compute=self.compute_explain) for m in methods}, notes
+
+    def ensure(self, keys: Keys, methods: Sequence[str], ctx: Context | None) -> Keys:
+        """`keys` with each of `methods` explained too (on the same image, with `ctx`'s domain, specs and model set):
+        the Layers and Faithfulness tabs offer every method, ticked in the Overview or not. No keys: nothing to
+        explain (the tabs say "Explain an image first")."""
+        missing = [m for m in methods if m in METHODS and m not in keys]
+        if not keys or not missing or ctx is None:
+            return keys
+        iid = next(iter(keys.values())).image_id
+        self.explorer.image(iid)  # ExpiredError when the image is gone: "upload it again"
+        more, _ = self._explain(iid, missing, ctx, iid[:12])
+        return {**keys, **more}
 
     def current(self, keys: Keys, image: Any, domain: str, typed: dict[str, str] | Sequence[str],
                 methods: Sequence[str] = (), model_set: str = "demo", client: str | None = None) -> Keys:
-        """The session's keys when they explain `image` (the UI), else the explanations of `image` made now (an API
-        caller that sends an image without a session)."""
+        """The session's keys when they explain `image` (the UI; the upload is not decoded again), with `methods`
+        explained on demand; else the explanations of `image` by `methods` made now (an API caller that sends an
+        image without a session)."""
+        methods = [m for m in (methods or default_methods()) if m in METHODS]
+        ctx = Context(domain, typed if isinstance(typed, dict) else dict(zip(METHODS, typed, strict=True)),
+                      model_set, client)
         if keys and image is not None:
             try:
                 iid = self.explorer.add_image(image)
                 if all(k.image_id == iid for k in keys.values()):
                     for k in keys.values():
                         self.explorer.get(k)
-                    return keys
+                    return self.ensure(keys, methods, ctx)
             except ExpiredError:
                 pass
         elif keys and image is None:
-            return keys
-        typed = typed if isinstance(typed, dict) else dict(zip(METHODS, typed, strict=True))
-        return self.explain(image, domain, typed, methods, model_set, client=client).keys
+            return self.ensure(keys, methods, ctx)
+        return self.explain(image, domain, ctx.typed, methods, model_set, client=client).keys
 
     def render(self, keys: Keys, notes: dict[str, str] | None, shown: Sequence[str], layers_method: str,
-               style: Style) -> dict[str, Any]:
-        """Every tab for `keys`, by component name; Faithfulness and Export are emptied (they are per request). A
-        model box whose typed spec fell back (`notes`) goes back to "auto": it shows what is explained."""
-        shown = shown or default_methods()
-        notes = notes or {}
-        res = self.overview(keys, style, list(notes.values()))
-        out: dict[str, Any] = {"status": res.status, **named_layers(self.layers(keys, layers_method, None, style)),
-                               **{f"spec.{m}": Props(value="auto") for m in notes}}
+               style: Style, tabs: Collection[str] | None = None, ctx: Context | None = None) -> dict[str, Any]:
+        """Every tab for `keys`, by component name. The Overview (its columns: the `shown` methods) is always
+        drawn; of the Layers and Internals tabs (`TABS`) only those in `tabs` (None: all), the others are emptied
+        and listed out of "drawn" (`draw` draws them when they are opened). Faithfulness and Export are emptied
+        (they are per request). A model box whose typed spec fell back (`notes`) goes back to "auto", and the
+        Models radio to the demo models when the chosen set fell back: they show what is explained. With `ctx`, a
+        Layers method not explained yet is explained now ("keys" then holds it)."""
+        shown = [m for m in (shown or default_methods()) if m in METHODS]
+        notes = dict(notes or {})
+        set_note = notes.pop(SET_NOTE, None)
+        res = self.overview({m: k for m, k in keys.items() if m in shown}, style,
+                            [set_note] if set_note else list(notes.values()))
+        out: dict[str, Any] = {"status": res.status, **{f"spec.{m}": Props(value="auto") for m in notes}}
+        if set_note:
+            out["model_set"] = Props(value="demo")
         for m in METHODS:
             c = res.columns.get(m)
             out.update({f"overview.{m}.{f}": getattr(c, f) if c else None for f in ("main", "caption", "topk",
                                                                                      "gallery")})
             out[f"overview.{m}.col"] = Props(visible=m in shown)
             out[f"overview.{m}.extra"] = Props(value=c and c.extra, visible=bool(c and c.extra))
-            out.update(named_steps(m, self.steps(keys, m, style)))
-        return {**out, **dict.fromkeys(EMPTY_RESULTS), "patch": None, "shown": {}}
+        drawn = set(TABS if tabs is None else tabs) & set(TABS) if keys else set()
+        # Emptied until drawn; the slider and the heads keep their values (setting them would fire their events).
+        out.update({k: v for k, v in named_layers(LayersResult(caption=""), full=False).items()},
+                   **{"layers.grid_fig": None, "layers.stats_fig": None, "layers.stats_run": Props(visible=False)})
+        for m in METHODS:  # the controls back to their minimum until the tab is drawn
+            out.update(named_steps(m, StepsResult(control_values={p.name: p.minimum for p in METHODS[m].step_params})))
+        out.update(self.draw(keys, drawn, layers_method, style, ctx))
+        return {**out, **dict.fromkeys(EMPTY_RESULTS), "patch": None, "shown": {}, "drawn": sorted(drawn)}
+
+    def draw(self, keys: Keys, tabs: Collection[str], layers_method: str, style: Style, ctx: Context | None = None
+             ) -> dict[str, Any]:
+        """The Layers and Internals tabs in `tabs` (`TABS` names) for `keys`, by component name, with "keys" (a
+        method they show that is not explained yet, not ticked in the Overview, is explained on demand with `ctx`)."""
+        out: dict[str, Any] = {}
+        wanted = [layers_method] if "layers" in tabs else []
+        keys = self.ensure(keys, [*wanted, *(m for m in METHODS if f"internals.{m}" in tabs)], ctx)
+        if "layers" in tabs:
+            out.update(named_layers(self.layers(keys, layers_method, None, style)), patch=None)
+        for m in METHODS:
+            if f"internals.{m}" in tabs:
+                out.update(named_steps(m, self.steps(keys, m, style)))
+        return {**out, "keys": keys}
+
+    def open_tab(self, keys: Keys, layers_method: str, view: dict, drawn: Sequence[str] | None, style: Style,
+                 ctx: Context | None, *, tab: str, sub: str | None = None) -> dict[str, Any]:
+        """A main tab (`tab`) or an Internals method's tab (`sub`) opened: the new "view", and the Layers or
+        Internals tab now on screen drawn unless it already is for these keys and this style ("drawn")."""
+        view = {**view, "tab": tab} if sub is None else {**view, "tab": "internals", "internals": sub}
+        need = visible_tabs(view) - set(drawn or []) if keys else set()
+        if not need:
+            return {"view": view}
+        return {**self.draw(keys, need, layers_method, style, ctx), "view": view,
+                "drawn": sorted({*(drawn or []), *need})}
+
+    def cleared(self, style: Sequence[Any], layers_method: str, message: str) -> dict[str, Any]:
+        """After a failed explain: every tab empty, no keys (a control moved later must not draw the earlier image
+        again), and the banner saying why. `style`: the display controls' values (the default style if invalid)."""
+        try:
+            st = style_of(*style)
+        except (TypeError, ValueError):
+            st = Style()
+        return {**self.render({}, {}, default_methods(), layers_method, st), "keys": {}, "notes": {},
+                "status": banner_error(f"Nothing shown: {message}", "")}
+
+    @staticmethod
+    def faith_method(method: str, shown: dict) -> dict[str, Any]:
+        """Another method for Faithfulness: its maps, and the previous method's results cleared (they would read as
+        this one's)."""
+        choices = list(views.map_choices(method)) if method in METHODS else []
+        if not choices:
+            raise ValueError(f"unknown method {str(method)[:40]!r}")
+        return {"faith.map": Props(choices=choices, value=choices[0]),
+                **dict.fromkeys(k for k in EMPTY_RESULTS if k != "export.file"),
+                "shown": {k: v for k, v in shown.items() if k not in ("faith", "sanity")}}
 
     def rerun(self, keys: Keys, method: str, params: dict[str, Any]) -> Keys:
         """Run `method` again on the same image and model with other parameters; the new keys."""
@@ -271,6 +274,16 @@ class UI:
         return {m: self.explorer.get(k) for m, k in keys.items()}
 
     # ---- views from the cache ----------------------------------------------------------------------------------
+    def _overview(self, keys: Keys, style: Style) -> dict[str, Any]:
+        """The Overview columns of `keys` (`views.overview`, one colour scale for them all), drawn once per (keys,
+        style) and kept."""
+        ck = (tuple(sorted(keys.items())), style)
+        drawn = self._overviews.get(ck)
+        if drawn is None:
+            drawn = self._overviews.put(ck, views.overview(self._expls(keys), style))
+            self.overview_draws += 1
+        return drawn
+
     def overview(self, keys: Keys, style: Style, notes: Sequence[str] = ()) -> OverviewResult:
         if not keys:
             return OverviewResult("Nothing explained yet: pick an example or upload an image.", {})
@@ -288,10 +301,10 @@ class UI:
         lines = [image, *(views.weights_note(e, synthetic=truth is not None) for e in expls.values()),
                  *(f"⚠️ {n}" for n in notes)]
         columns = {}
-        for m, ov in views.overview(expls, style).items():
+        for m, ov in self._overview(keys, style).items():
             e = expls[m]
             columns[m] = Column(ov.main, _caption(ov.caption, keys[m]),
-                                [(im, _caption(cap, keys[m])) for im, cap in ov.panels],
+                                [(im, _caption(cap, keys[m], markdown=False)) for im, cap in ov.panels],
                                 views.topk_figure(e), views.scale_figure(e))
         return OverviewResult("\n\n".join(lines), columns)
 
@@ -300,10 +313,11 @@ class UI:
                full: bool = True) -> LayersResult:
         """The Layers and heads tab for `method` (the layer is clipped to the model's depth; None = the last)."""
         if not keys or method not in keys:
-            return LayersResult(caption="Explain an image with a ViT method first.")
+            return LayersResult(caption="Explain an image first.")
         an = self.explorer.analysis(keys[method])
         layer = an.L if layer is None else int(np.clip(int(layer), 1, an.L))
-        head_choices = ["mean", "max", "min", *(f"h{h + 1}" for h in range(an.H))]
+        # The heads apply to the clicked patch's views: offered once a patch is clicked.
+        head_choices = ["mean", "max", "min", *(f"h{h + 1}" for h in range(an.H))] if token is not None else ["mean"]
         heads = heads if heads in head_choices else "mean"
         lv = analysis.layer_view(an, layer, style, fusion=fusion, discard=float(discard), token=token, heads=heads)
         hint = "" if lv.attends_to is not None else " Click a patch on the rollout to see its rows and columns."
@@ -317,11 +331,20 @@ class UI:
     def layer_stats(self, keys: Keys, method: str) -> go.Figure | None:
         return analysis.stats_figure(self.explorer.analysis(keys[method])) if keys and method in keys else None
 
+    def layer_stats_view(self, keys: Keys, method: str) -> dict[str, Any]:
+        """The entropy and distance chart computed on request (its button then goes)."""
+        return {"layers.stats_fig": self.layer_stats(keys, method), "layers.stats_run": Props(visible=False)}
+
     def layers_view(self, keys: Keys, method: str, layer: int | None, style: Style, *, fusion: str, discard: float,
                     heads: str, patch: tuple[str, int] | None, click: tuple[float, float] | None = None,
-                    full: bool = False) -> dict[str, Any]:
+                    full: bool = False, ctx: Context | None = None) -> dict[str, Any]:
         """The Layers and heads tab by component name, with the clicked patch ("patch": (method, token)); a `click`
-        at pixel (x, y) of the rollout panel picks the patch under it."""
+        at pixel (x, y) of the rollout panel picks the patch under it. With `ctx`, a method not explained yet (not
+        ticked in the Overview) is explained now, and "keys" holds it."""
+        if ctx is not None:
+            keys = self.ensure(keys, [method], ctx)
+            return {**self.layers_view(keys, method, layer, style, fusion=fusion, discard=discard, heads=heads,
+                                       patch=patch, click=click, full=full), "keys": keys}
         if click is not None:
             token = self.token_at(keys, method, *click, style)
             patch, full = (None if token is None else (method, token)), True
@@ -350,7 +373,7 @@ class UI:
         limits = m.param_limits(self.explorer.model(key.spec, method), e)
         shown = {**m.params_of(e), **st.params}
         values = {p.name: (p.minimum if shown.get(p.name) is None else shown[p.name]) for p in m.step_params}
-        return StepsResult([(im, _caption(cap, key)) for im, cap in st.panels], st.figure,
+        return StepsResult([(im, _caption(cap, key, markdown=False)) for im, cap in st.panels], st.figure,
                            st.notes + f"\n\n*{key.describe()}*", st.params, limits, values)
 
     @staticmethod
@@ -377,7 +400,7 @@ class UI:
         point = self.explorer.pointing(key, map_name)
         _, why = self.explorer.ground_truth(key)
         e = self.explorer.get(key)
-        fig = views.curves_figure(res, f"{views.title(method)}, map '{map_name}', class {e.prediction}")
+        fig = views.curves_figure(res, f"{views.title(method)}, map '{map_name}'<br><sup>class {e.prediction}</sup>")
         md = [f"**Deletion AUC** {res.deletion.value:.3f} (random maps {res.deletion.chance:.3f}; lower is better) · "
               f"**Insertion AUC** {res.insertion.value:.3f} (random maps {res.insertion.chance:.3f}; higher is better)"
               ]
@@ -393,6 +416,24 @@ class UI:
                    "deletion": res.deletion_curve.tolist(), "insertion": res.insertion_curve.tolist(),
                    "pointing": point}
         return FaithResult(fig, "\n\n".join(md), numbers)
+
+    def request(self, name: str, keys: Keys, image: Any, ctx: Context, columns: Sequence[str], args: Sequence[Any],
+                shown: dict) -> dict[str, Any]:
+        """The Faithfulness, sanity and Export requests (the app's /faithfulness, /sanity, /export; `args` as the
+        API names them) by component name, with "keys": on the session's keys for `image` (explained now for an API
+        caller without a session), the method asked for explained on demand."""
+        need = (columns or default_methods()) if name == "export" else [args[0]]
+        keys = self.current(keys, image, ctx.domain, ctx.typed, need, ctx.model_set, ctx.client)
+        if name == "faithfulness":
+            out = self.faithfulness_view(keys, args[0], args[1], int(args[2]), shown)
+        elif name == "sanity":
+            out = self.sanity_view(keys, args[0], args[1], style_of(*args[2:5]), shown)
+        elif name == "export":
+            out = {"export.file": str(self.export(keys, style_of(*args[:3]), fusion=args[3], discard=float(args[4]),
+                                                  faith=shown.get("faith"), sanity=shown.get("sanity")))}
+        else:
+            raise ValueError(f"unknown request {name!r}")
+        return {**out, "keys": keys}
 
     def faithfulness_view(self, keys: Keys, method: str, map_name: str, steps: int, shown: dict) -> dict[str, Any]:
         """`faithfulness` by component name; "shown" remembers it for the export."""
@@ -441,7 +482,7 @@ class UI:
         if faith and faith.get("method") in keys and faith.get("key") == keys[faith["method"]]:
             res = self.faithfulness(keys, faith["method"], faith["map"], int(faith["steps"]))
             extra.chart(f"faithfulness/{faith['method']}_deletion_insertion.html", res.figure, res.summary,
-                        keys[faith["method"]].describe())
+                        keys[faith["method"]].describe(), png=True)
             extra.numbers["faithfulness"] = res.numbers
         if sanity and sanity.get("method") in keys and sanity.get("key") == keys[sanity["method"]]:
             res = self.sanity(keys, sanity["method"], sanity["map"], export_style)
@@ -465,8 +506,11 @@ class UI:
 __all__ = [
     "EMPTY_RESULTS",
     "MODEL_SETS",
+    "SET_NOTE",
+    "TABS",
     "UI",
     "Column",
+    "Context",
     "ExpiredError",
     "ExplainResult",
     "FaithResult",
@@ -481,6 +525,10 @@ __all__ = [
     "named_steps",
     "request_digest",
     "server_fault",
+    "set_fallback_note",
+    "short_message",
+    "style_of",
     "upload_digest",
     "user_error",
+    "visible_tabs",
 ]

@@ -22,7 +22,7 @@ from fgviz.core.explanation import WEIGHTS_KINDS, Explanation, jsonable
 from fgviz.methods import METHODS
 from fgviz.methods.method import Overview
 from fgviz.viz import figures
-from fgviz.viz.panels import Style, caption_top1, hstack, label_strip
+from fgviz.viz.panels import Style, caption_top1, hstack, label_strip, relative, scale_range
 from fgviz.viz.panels import heat as heat_panel
 
 NOTES_PATH = Path(__file__).resolve().parents[2] / "assets" / "notes.md"
@@ -84,7 +84,7 @@ def overview(expls: dict[str, Explanation], style: Style, *, main_only: bool = F
 def topk_figure(e: Explanation, k: int = 5) -> go.Figure:
     """Top-k bar chart of the final prediction."""
     fig = figures.topk_bar(e, k=k)
-    fig.update_layout(height=250, yaxis={"automargin": True}, margin={"l": 10, "r": 10, "t": 50, "b": 10})
+    fig.update_layout(height=230, yaxis={"automargin": True}, margin={"l": 10, "r": 10, "t": 30, "b": 10})
     return fig
 
 
@@ -136,11 +136,16 @@ def curves_figure(res: Any, title_text: str) -> go.Figure:
 
 def side_by_side(e1: Explanation, e2: Explanation, map_name: str, style: Style, captions: tuple[str, str]
                  ) -> np.ndarray:
-    """The same map of two explanations next to each other (each stretched to its own range), captioned."""
+    """The same map of two explanations next to each other, captioned. Each map is expressed relative to its own
+    mean (x uniform) and, with a shared `style` (the default), both use one colour scale: a map that hardly varies
+    then looks flat beside one that does, which is what the model-randomisation test is there to show. With
+    `style.norm == "panel"` each panel is stretched to its own range (the caption says so)."""
+    maps = [relative(named_map(e, map_name)) for e in (e1, e2)]
+    scale = "one colour scale for both" if style.shared else "each its own colour scale"
     panels = []
-    for e, cap in ((e1, captions[0]), (e2, captions[1])):
-        panels.append(label_strip(heat_panel(e.image, named_map(e, map_name), style).finish(style, unit="map value"),
-                                  cap))
+    for i, (e, cap) in enumerate(((e1, captions[0]), (e2, captions[1]))):
+        lo, hi = scale_range(maps, style, i)
+        panels.append(label_strip(heat_panel(e.image, maps[i], style, lo, hi).finish(style), f"{cap} ({scale})"))
     return hstack(panels, gap=8)
 
 

@@ -30,6 +30,28 @@ DELETION_COLOR = "rgb(213,94,0)"  # Okabe-Ito vermillion
 INSERTION_COLOR = "rgb(0,158,115)"  # Okabe-Ito bluish green
 
 
+BAR_TEXT_SIZE = 14  # every bar's percentage, inside a long bar or beside a short one
+
+
+def _bars(pct: Sequence[float], names: Sequence[str]) -> go.Bar:
+    """Horizontal bars of percentages with their values at one text size: inside (white) a bar longer than half the
+    axis, beside the others (plotly's "auto" shrinks the text to fit a bar, so the top class read smallest)."""
+    inside = [v >= 50.0 for v in pct]
+    return go.Bar(
+        x=list(pct),
+        y=list(names),
+        orientation="h",
+        text=[f"{v:.1f}%" for v in pct],
+        textposition=["inside" if i else "outside" for i in inside],
+        insidetextanchor="end",
+        textfont={"size": BAR_TEXT_SIZE, "color": ["white" if i else "black" for i in inside]},
+        cliponaxis=False,
+        marker_color=MEAN_COLOR,
+        hovertemplate="%{y}: %{x:.2f}%<extra></extra>",
+        showlegend=False,
+    )
+
+
 def topk_bar(
     expl: Explanation | None,
     k: int = 5,
@@ -60,21 +82,11 @@ def topk_bar(
         pairs = [(labels[i], float(p[i])) for i in idx]
     names = [n for n, _ in pairs]
     pct = [100.0 * v for _, v in pairs]
-    fig = go.Figure(
-        go.Bar(
-            x=pct,
-            y=names,
-            orientation="h",
-            text=[f"{v:.1f}%" for v in pct],
-            textposition="auto",
-            textfont={"size": 14},
-            marker_color=MEAN_COLOR,
-            hovertemplate="%{y}: %{x:.2f}%<extra></extra>",
-        )
-    )
+    fig = go.Figure(_bars(pct, names))
     fig.update_layout(
         title=title,
         margin=_MARGIN,
+        uniformtext={"minsize": BAR_TEXT_SIZE, "mode": "show"},
         height=60 + 32 * max(1, len(names)),
         xaxis={"range": [0, 100], "ticksuffix": "%", "title": "probability"},
         # Categories are plotted bottom-up by default; reverse so the most probable class is on top.
@@ -181,12 +193,13 @@ def layer_stats(
         title: figure title.
 
     Returns:
-        A 1 x 2 subplot figure (entropy left, distance right; a missing input leaves its panel empty). With heads,
+        A 2 x 1 subplot figure (entropy above, distance below; a missing input leaves its panel empty). With heads,
         every head is a faint thin line (legend group "heads", one legend entry) and the head mean a bold line.
         Layers are numbered from 1 on the x axis.
     """
     panels = [("entropy (nats)", _as_lh(entropy, "entropy")), ("mean distance (px)", _as_lh(distance, "distance"))]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=[p[0] for p in panels], horizontal_spacing=0.12)
+    # One above the other: side by side, the two panel titles ran into each other at phone width.
+    fig = make_subplots(rows=2, cols=1, subplot_titles=[p[0] for p in panels], vertical_spacing=0.22)
     heads_in_legend = False
     for col, (name, a) in enumerate(panels, start=1):
         if a is None:
@@ -206,8 +219,8 @@ def layer_stats(
                         showlegend=not heads_in_legend,
                         hovertemplate=f"layer %{{x}}, head {h + 1}: %{{y:.3g}}<extra></extra>",
                     ),
-                    row=1,
-                    col=col,
+                    row=col,
+                    col=1,
                 )
                 heads_in_legend = True
         fig.add_trace(
@@ -221,11 +234,11 @@ def layer_stats(
                 showlegend=col == 1 or entropy is None,
                 hovertemplate="layer %{x}, mean: %{y:.3g}<extra></extra>",
             ),
-            row=1,
-            col=col,
+            row=col,
+            col=1,
         )
-        fig.update_xaxes(title_text="layer", range=[0.5, L + 0.5], dtick=1, row=1, col=col)
-        fig.update_yaxes(title_text=name, rangemode="tozero", row=1, col=col)
+        fig.update_xaxes(title_text="layer", range=[0.5, L + 0.5], dtick=1, row=col, col=1)
+        fig.update_yaxes(title_text=name, rangemode="tozero", row=col, col=1)
     fig.update_layout(title=title, margin={**_MARGIN, "t": 60}, hovermode="closest")
     return fig
 
@@ -298,8 +311,9 @@ def attention_grid(
     norm: str = "shared",
     tile: int = 48,
     title: str | None = None,
+    value_name: str = "attention",
 ) -> go.Figure:
-    """Layer x head grid of raw attention maps as ONE tiled image, with per-tile hover.
+    """Layer x head grid of raw attention maps as ONE tiled image, with per-tile hover and a colour bar.
 
     Args:
         maps: (L, H, gh, gw) e.g. each layer's and head's CLS row over the patches.
@@ -307,10 +321,12 @@ def attention_grid(
         norm: "shared" (one scale for all tiles) or "each" (each tile stretched to its own range).
         tile: tile size in pixels.
         title: figure title.
+        value_name: what the values are, the colour bar's title when shared.
 
     Returns:
-        A figure with a `go.Image` (the tiled RGB, labelled "L1.." rows and "h1.." columns) and an invisible
-        `go.Heatmap` over the tiles whose hover reads "layer l, head h, max v, entropy e".
+        A figure with a `go.Image` (the tiled RGB, labelled "L1.." rows and "h1.." columns), an invisible
+        `go.Heatmap` over the tiles whose hover reads "layer l, head h, max v, entropy e", and an empty marker trace
+        that carries the colour bar (the tiles' range when shared, 0..1 of each tile's own range otherwise).
         Use `overlay.tile_maps` directly for the bare uint8 image.
     """
     m = np.asarray(maps, dtype=np.float32)
@@ -336,6 +352,21 @@ def attention_grid(
             showscale=False,
             hovertemplate="layer %{customdata[0]}, head %{customdata[1]}, max %{z:.3g}, "
             "entropy %{customdata[2]:.2f}<extra></extra>",
+        )
+    )
+    # The colour bar (an empty marker trace carries it): the tiles' one range when shared; each tile its own otherwise.
+    lo, hi = (float(m.min()), float(m.max())) if norm == "shared" else (0.0, 1.0)
+    bar = value_name if norm == "shared" else "each tile: 0 = its min, 1 = its max"
+    fig.add_trace(
+        go.Scatter(
+            x=[None],
+            y=[None],
+            mode="markers",
+            showlegend=False,
+            hoverinfo="skip",
+            marker={"colorscale": plotly_colorscale(cmap), "cmin": lo, "cmax": hi if hi > lo else lo + 1e-6,
+                    "color": [lo], "showscale": True,
+                    "colorbar": {"thickness": 12, "title": {"text": bar, "side": "right"}}},
         )
     )
     return fig
@@ -385,11 +416,9 @@ def scale_topk(scale_probs: np.ndarray, labels: Sequence[str], k: int = 5) -> go
     for s in range(S):
         p = np.asarray(scale_probs[s], np.float64)
         idx = np.argsort(-p, kind="stable")[: min(k, p.shape[0])]
-        fig.add_trace(go.Bar(x=[100 * p[i] for i in idx], y=[labels[i] for i in idx], orientation="h",
-                             marker_color=MEAN_COLOR, text=[f"{100 * p[i]:.1f}%" for i in idx], textposition="auto",
-                             textfont={"size": 14}, hovertemplate="%{y}: %{x:.2f}%<extra></extra>", showlegend=False),
-                      row=s + 1, col=1)
+        fig.add_trace(_bars([100 * p[i] for i in idx], [labels[i] for i in idx]), row=s + 1, col=1)
         fig.update_xaxes(range=[0, 100], ticksuffix="%", row=s + 1, col=1)
         fig.update_yaxes(autorange="reversed", type="category", automargin=True, row=s + 1, col=1)
-    fig.update_layout(height=90 + 170 * S, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    fig.update_layout(height=110 + 170 * S, margin={"l": 10, "r": 10, "t": 60, "b": 10},  # titles below the toolbar
+                      uniformtext={"minsize": BAR_TEXT_SIZE, "mode": "show"})
     return fig

@@ -27,6 +27,8 @@ EXPORT_SIZE = 1024  # exported PNGs: the longer side is at least this
 UNIT = "x uniform"
 
 Panel = tuple[np.ndarray, str]  # (RGB uint8, caption)
+KeyItem = tuple[str, tuple[int, int, int], str]  # (swatch kind, RGB colour, meaning): one entry of a panel's key
+SWATCHES = ("box", "boxes", "outline", "grid")
 
 
 @dataclass(frozen=True)
@@ -93,15 +95,20 @@ class Drawn:
     """A map drawn over the enlarged image: `rgb` at `factor` times the model input, coloured over [vmin, vmax].
 
     Draw boxes, grids and outlines on `rgb` (`overlay.draw_*` with `image_scale=factor`, `min_size=0`), then
-    `finish` appends the colour bar."""
+    `finish` appends the colour bar and, when given, the key to what was drawn (`key_strip`)."""
 
     rgb: np.ndarray
     factor: int
     vmin: float
     vmax: float
 
-    def finish(self, style: Style, unit: str | None = UNIT) -> np.ndarray:
-        return with_legend(self.rgb, self.vmin, self.vmax, style.cmap, unit) if unit else self.rgb
+    def finish(self, style: Style, unit: str | None = UNIT, key: Sequence[KeyItem] = ()) -> np.ndarray:
+        out = with_legend(self.rgb, self.vmin, self.vmax, style.cmap, unit) if unit else self.rgb
+        return with_key(out, key) if key else out
+
+    def drawn_over(self, rgb: np.ndarray) -> Drawn:
+        """The same map and colour range with `rgb` drawn over it (a mask or a box on a copy), for its own bar."""
+        return Drawn(rgb, self.factor, self.vmin, self.vmax)
 
 
 def heat(image: np.ndarray, pixels: np.ndarray, style: Style, vmin: float | None = None,
@@ -171,6 +178,63 @@ def with_legend(rgb: np.ndarray, vmin: float, vmax: float, cmap: str, unit: str 
     return vstack([rgb, colorbar(rgb.shape[1], vmin, vmax, cmap, unit)], gap=0)
 
 
+def _swatch(out: np.ndarray, kind: str, color: tuple[int, int, int], x: int, y: int, w: int, h: int) -> None:
+    """Draw one key swatch of `kind` in the box (x, y, w, h) of `out`."""
+    c = tuple(int(v) for v in color)
+    if kind == "box":
+        cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), c, 2)
+    elif kind == "boxes":  # numbered boxes in the cycled colours: three small ones
+        for i, bc in enumerate(overlay.BOX_COLORS[:3]):
+            bx = x + i * (w // 3)
+            cv2.rectangle(out, (bx, y + 1), (bx + w // 3 - 3, y + h - 2), tuple(int(v) for v in bc), 2)
+    elif kind == "outline":
+        cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), c, 2)
+        out[y + 2 : y + h - 2, x + 2 : x + w - 2] = (0.7 * out[y + 2 : y + h - 2, x + 2 : x + w - 2] + 0.3 *
+                                                     np.array(c)).astype(np.uint8)
+    elif kind == "grid":
+        for gx in range(x, x + w, 6):
+            out[y : y + h, gx] = c
+        for gy in range(y, y + h, 6):
+            out[gy, x : x + w] = c
+    else:
+        raise ValueError(f"unknown key swatch {kind!r}; expected one of {SWATCHES}")
+
+
+def _wrap(text: str, width: int, font: int, scale: float) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        trial = f"{line} {word}".strip()
+        if line and cv2.getTextSize(trial, font, scale, 1)[0][0] > width:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    return [*lines, line] if line else lines
+
+
+def key_strip(width: int, items: Sequence[KeyItem]) -> np.ndarray:
+    """A key under a panel (RGB, white): one row per item, a swatch in the item's colour and what it marks, the text
+    wrapped to `width` pixels, so every colour and box drawn on a view says what it is."""
+    width = max(int(width), 160)
+    font, fs = cv2.FONT_HERSHEY_SIMPLEX, 0.5
+    (_, th), base = cv2.getTextSize("Ag", font, fs, 1)
+    line_h, pad, sw, sh = th + base + 5, 6, 34, 14
+    rows = [(kind, color, _wrap(text, width - sw - 3 * pad, font, fs)) for kind, color, text in items]
+    out = np.full((pad + sum(max(len(t), 1) * line_h + 4 for _, _, t in rows) + pad, width, 3), 255, np.uint8)
+    y = pad
+    for kind, color, text in rows:
+        _swatch(out, kind, color, pad, y + max((line_h - sh) // 2, 0), sw, sh)
+        for i, line in enumerate(text):
+            cv2.putText(out, line, (2 * pad + sw, y + i * line_h + th + 2), font, fs, (0, 0, 0), 1, cv2.LINE_AA)
+        y += max(len(text), 1) * line_h + 4
+    return out
+
+
+def with_key(rgb: np.ndarray, items: Sequence[KeyItem]) -> np.ndarray:
+    """`rgb` with its key (`key_strip`) appended below."""
+    return vstack([rgb, key_strip(rgb.shape[1], items)], gap=0)
+
+
 def plain(image: np.ndarray, style: Style) -> tuple[np.ndarray, int]:
     """The photo alone at display size (no map): (RGB, factor)."""
     f = style.factor(np.asarray(image).shape[:2])
@@ -210,8 +274,10 @@ def vstack(images: Sequence[np.ndarray], gap: int = 6) -> np.ndarray:
     return np.concatenate(rows, 0)[:-gap] if gap else np.concatenate(rows, 0)
 
 
-def tiles(maps: np.ndarray, names: Sequence[str], style: Style, cols: int = 4) -> np.ndarray:
-    """Colormapped small maps (K, h, w), each labelled, `cols` per row, one colour range when shared."""
+def tiles(maps: np.ndarray, names: Sequence[str], style: Style, cols: int = 4, unit: str = UNIT) -> np.ndarray:
+    """Colormapped small maps (K, h, w), each labelled, `cols` per row, with a colour bar: one colour range for all
+    tiles in `unit` when shared, else each tile stretched to its own range (the bar then reads 0 = a tile's minimum,
+    1 = its maximum)."""
     m = np.asarray(maps, np.float32)
     lo, hi = overlay.shared_range(m) if style.shared else (None, None)
     side = max(64, style.min_size // cols - 8)
@@ -220,4 +286,7 @@ def tiles(maps: np.ndarray, names: Sequence[str], style: Style, cols: int = 4) -
         rgb = overlay.colormap(overlay.normalize(x, lo, hi), style.cmap)
         f = max(1, side // max(rgb.shape[:2]))
         out.append(label_strip(np.repeat(np.repeat(rgb, f, 0), f, 1), name))
-    return vstack([hstack(out[i : i + cols]) for i in range(0, len(out), cols)])
+    grid = vstack([hstack(out[i : i + cols]) for i in range(0, len(out), cols)])
+    if style.shared:
+        return with_legend(grid, lo, hi if hi > lo else lo + 1e-6, style.cmap, unit)
+    return with_legend(grid, 0.0, 1.0, style.cmap, "each tile: its min..max")

@@ -37,6 +37,7 @@ def overview(e: Explanation, maps: dict[str, np.ndarray], style: Style, vrange: 
              main_only: bool = False) -> Overview:
     lo, hi = vrange or (None, None)
     d = heat(e.image, maps["signature"], style, lo, hi)
+    key = []
     if has_zoom(e):
         d.rgb = overlay.draw_mask_outline(d.rgb, token_mask_pixels(e, e.dppm_masks[0]), color=OKABE_ITO["orange"],
                                           thickness=2, min_size=0, image_scale=d.factor)
@@ -45,18 +46,22 @@ def overview(e: Explanation, maps: dict[str, np.ndarray], style: Style, vrange: 
                                    colors=[OKABE_ITO["sky_blue"]] * len(boxes), thickness=3, min_size=0,
                                    image_scale=d.factor)
         alpha = e.params.get("alphas", [1.2])[0]
-        cap = f"DPPM map g (x uniform), mask g > {alpha:g} x mean (orange), zoom box of its largest component (blue)"
+        cap = (f"DPPM map g (colour, x uniform); orange outline: the DPPM mask, tokens with g > {alpha:g} x mean(g); "
+               "blue box: the zoom box, around the mask's largest connected component (cropped for scale 2)")
+        key = [("outline", OKABE_ITO["orange"], f"DPPM mask: tokens with g > {alpha:g} x mean(g)"),
+               ("box", OKABE_ITO["sky_blue"], "zoom box: the largest component's box, cropped and resized for "
+                                              "scale 2")]
     else:
         cap = "rollout (x uniform); one scale only, so no zoom"
-    main = d.finish(style)
+    main = d.finish(style, key=key)
     if main_only:
         return Overview(main, cap, [])
     sp = e.scale_probs
     panels: list[Panel] = []
     for i, crop in enumerate(e.crops):
         top = caption_top1(e.labels, sp[i + 1]) if sp is not None and len(sp) > i + 1 else ""
-        said = f"scale {i + 2} input = zoom {i + 1}, resized; scale {i + 2} says {top}"
-        panels.append((plain(crop, style)[0], said))
+        panels.append((plain(crop, style)[0],
+                       f"scale {i + 2} input = zoom {i + 1}, resized; scale {i + 2} says {top}"))
     return Overview(main, cap, panels)
 
 
@@ -90,43 +95,43 @@ def steps(e: Explanation, style: Style, params: dict[str, Any] | None = None) ->
         if st == 0 and preview:
             a, p = float(alpha), preview_step(e, float(alpha), 0)
             mask, comp, gbox, crop = p["mask"], p["component"], p["grid_box"], p["crop"]
-            tag = f"step 1 (preview for alpha {a:g}; the model ran alpha {ran[0]:g})"
+            tag = f"zoom 1 (preview for alpha {a:g}; the model ran alpha {ran[0]:g})"
         elif st > 0 and preview:
             break  # later steps depend on the crop of step 1: only a re-run shows them
         else:
             a = ran[st] if st < len(ran) else float("nan")
             mask, gbox, crop = e.dppm_masks[st], [int(v) for v in e.dppm_boxes[st]], e.crops[st]
             comp = e.extras.get("dppm_components", [mask] * (st + 1))[st]
-            tag = f"step {st + 1}"
+            tag = f"zoom {st + 1}"
         base = e.image if st == 0 else e.crops[st - 1]
         rel = relative(token_pixels(e, e.dppm_maps[st]))
         d = heat(base, rel, style)
-        what = "1. DPPM map g = mean row of the rollout (all layers, heads averaged)"
-        panels.append((d.finish(style), f"{tag}: {what}"))
+        panels.append((d.finish(style), f"{tag}, step 1: DPPM map g = mean row of the rollout (all layers, heads "
+                                        "averaged)"))
         for n, (m, color, fill, what) in enumerate(((mask, "orange", 0.25, f"threshold g > {a:g} x mean(g): "
-                                                     f"{int(np.sum(mask))} of {np.size(mask)} tokens"),
+                                                     f"{int(np.sum(mask))} of {np.size(mask)} tokens (orange)"),
                                                     (comp, "vermillion", 0.35, "largest 8-connected component "
-                                                     f"({int(np.sum(comp))} tokens)")), start=2):
+                                                     f"({int(np.sum(comp))} tokens, red)")), start=2):
             rgb = overlay.draw_mask_outline(d.rgb, token_mask_pixels(e, m), color=OKABE_ITO[color], fill_alpha=fill,
                                             min_size=0, image_scale=d.factor)
-            panels.append((rgb, f"{tag}: {n}. {what}"))
+            panels.append((d.drawn_over(rgb).finish(style), f"{tag}, step {n}: {what}"))
         img, f = plain(base, style)
         box = grid_box_to_xyxy(gbox, e.patch_size, e.size)
         img = overlay.draw_boxes(img, [box], labels=["zoom"], colors=[OKABE_ITO["sky_blue"]], thickness=3,
                                  min_size=0, image_scale=f)
-        what = f"4. its box: grid rows {gbox[0]}..{gbox[2] - 1}, columns {gbox[1]}..{gbox[3] - 1}"
-        panels.append((img, f"{tag}: {what}"))
+        what = f"its box (blue): grid rows {gbox[0]}..{gbox[2] - 1}, columns {gbox[1]}..{gbox[3] - 1}"
+        panels.append((img, f"{tag}, step 4: {what}"))
         sp = e.scale_probs
         said = "" if preview and st == 0 else (
             f": scale {st + 2} says {caption_top1(e.labels, sp[st + 1])}"
             if sp is not None and len(sp) > st + 1 else "")
-        panels.append((plain(crop, style)[0], f"{tag}: 5. crop, resized = the scale {st + 2} input{said}"))
+        panels.append((plain(crop, style)[0], f"{tag}, step 5: crop, resized = the scale {st + 2} input{said}"))
         numbers.append({"alpha": a, "preview": st == 0 and preview, "grid_box": [int(v) for v in gbox],
                         "pixel_box": list(box), "mask_tokens": int(np.sum(mask))})
     notes = [f"Prediction (sum of the scales' logits): **{caption_top1(e.labels, e.probs)}**"]
     notes += [f"- scale {s + 1} alone: {caption_top1(e.labels, p)}" for s, p in enumerate(e.scale_probs)]
     if preview:
-        notes.append("\n*Step 1 is a preview from the stored map g: press **Re-run** for the prediction with this "
+        notes.append("\n*Zoom 1 is a preview from the stored map g: press **Re-run** for the prediction with this "
                      "alpha.*")
     return Steps(panels, params={"alpha": float(alpha) if preview else ran[0],
                                  "num_scales": int(e.params.get("num_scales", 2))},

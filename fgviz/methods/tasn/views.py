@@ -51,6 +51,11 @@ def grid_panel(rgb: np.ndarray, factor: int, coords: tuple[np.ndarray, np.ndarra
     return overlay.draw_grid(rgb, rows, cols, every=every, color=GRID_COLORS[kind], min_size=0, image_scale=factor)
 
 
+def grid_key(kind: str, every: int, o: int) -> tuple[str, tuple[int, int, int], str]:
+    return ("grid", GRID_COLORS[kind], f"{kind} sampling grid: every {every}th of its {o} rows/columns; dense lines = "
+                                       "magnified")
+
+
 def overview(e: Explanation, maps: dict[str, np.ndarray], style: Style, vrange: tuple[float, float] | None,
              main_only: bool = False) -> Overview:
     lo, hi = vrange or (None, None)
@@ -58,9 +63,9 @@ def overview(e: Explanation, maps: dict[str, np.ndarray], style: Style, vrange: 
     every = max(1, o // 16)
     d = heat(e.image, maps["signature"], style, lo, hi)
     d.rgb = grid_panel(d.rgb, d.factor, e.sample_coords["structure"], "structure", every)
-    cap = (f"structure map (x uniform; the sampler takes its square) + its sampling grid (every {every}th of {o} "
-           "rows/columns)")
-    main = d.finish(style)
+    cap = (f"structure map (colour, x uniform; the sampler takes its square); yellow lines: its sampling grid (every "
+           f"{every}th of {o} rows/columns)")
+    main = d.finish(style, key=[grid_key("structure", every, o)])
     if main_only:
         return Overview(main, cap, [])
     dd = heat(e.image, maps["detail"], style, lo, hi)
@@ -68,7 +73,8 @@ def overview(e: Explanation, maps: dict[str, np.ndarray], style: Style, vrange: 
     detail = "the sum of every channel (test mode)" if e.params.get("detail_channel") is None else \
         f"channel {e.params['detail_channel']}"
     panels: list[Panel] = [
-        (dd.finish(style), f"detail attention = {detail} (x uniform) + its sampling grid"),
+        (dd.finish(style, key=[grid_key("detail", every, o)]),
+         f"detail attention = {detail} (x uniform) + its sampling grid (blue)"),
         (plain(e.sampled["structure"], style)[0], f"structure-preserved image ({o}x{o}): what the prediction sees"),
         (plain(e.sampled["detail"], style)[0], f"detail-preserved image ({o}x{o})"),
     ]
@@ -111,8 +117,9 @@ def marginals_figure(full: dict[str, np.ndarray], params: dict[str, Any]) -> go.
                                      line={"color": rgb}, legendgroup=kind + "d", showlegend=col == 1), row=1, col=col)
         fig.update_xaxes(title_text="input pixel", row=1, col=1)
     fig.update_yaxes(rangemode="tozero", title_text="marginal (rel. to max) / density", row=1, col=1)
-    fig.update_layout(height=360, margin={"l": 10, "r": 10, "t": 50, "b": 10}, legend={"orientation": "h", "y": -0.25},
-                      title="marginals -> sampling density (1 = as many output samples as input pixels)")
+    fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 70, "b": 10}, legend={"orientation": "h", "y": -0.25},
+                      title="4. marginals -> sampling density<br><sup>1 = as many output samples as input "
+                            "pixels</sup>")
     return fig
 
 
@@ -126,11 +133,12 @@ def steps(e: Explanation, style: Style, params: dict[str, Any]) -> Steps:
     tag = " (preview: re-run for the prediction)" if preview else ""
     X = np.asarray(e.features, np.float32)  # (C, h, w)
     top = np.argsort(-X.reshape(X.shape[0], -1).sum(1), kind="stable")[:8]
-    names = [f"channel {int(c)}" for c in top]
+    names = [f"ch {int(c)}" for c in top]
     panels: list[Panel] = [
-        (tiles(X[top], names, style), f"1. feature maps X of the attention net ({X.shape[0]} channels, "
-                                      f"{X.shape[1]}x{X.shape[2]}); the 8 strongest"),
-        (tiles(np.asarray(r["trilinear"], np.float32)[top], names, style),
+        (tiles(X[top], names, style, unit="activation"),
+         f"1. feature maps X of the attention net ({X.shape[0]} channels, {X.shape[1]}x{X.shape[2]}); the 8 strongest "
+         "channels (ch)"),
+        (tiles(np.asarray(r["trilinear"], np.float32)[top], names, style, unit="value of T"),
          f"2. trilinear maps T = N(N(X) X^T) X, gamma {params['gamma']:g}, same channels{tag}"),
     ]
     rel = {k: relative(r["full"][k]) for k in KINDS}
@@ -140,13 +148,15 @@ def steps(e: Explanation, style: Style, params: dict[str, Any]) -> Steps:
             "detail": "every channel of T summed (test mode)" if ch is None else f"channel {ch} of T"}
     if ch is None:
         what["detail"] += ": the structure map before squaring, so the two grids differ only by the squaring"
-    for k in KINDS:
+    for letter, k in zip("ab", KINDS, strict=True):
         panels.append((heat(e.image, rel[k], style, 0.0 if hi else None, hi).finish(style),
-                       f"3. {k} attention = {what[k]} (x uniform){tag}"))
-    for k in KINDS:
+                       f"3{letter}. {k} attention = {what[k]} (x uniform){tag}"))
+    for letter, k in zip("ab", KINDS, strict=True):
         img, f = plain(e.image, style)
-        panels.append((grid_panel(img, f, r["coords"][k], k, max(1, len(r["coords"][k][0]) // 24)),
-                       f"5. {k} sampling grid: dense {params['dense']:g}, {params['iters']} rounds, "
+        every = max(1, len(r["coords"][k][0]) // 24)
+        panels.append((grid_panel(img, f, r["coords"][k], k, every),
+                       f"5{letter}. {k} sampling grid ({'yellow' if k == 'structure' else 'blue'}), from the "
+                       f"densities of step 4 (the chart below): dense {params['dense']:g}, {params['iters']} rounds, "
                        f"{len(r['coords'][k][0])}x{len(r['coords'][k][1])} samples{tag}"))
     official = "mxnet" if params["variant"] == "tasn" else "tasn"
     oc = [c[0].numpy() for c in sampling_coords(torch.from_numpy(r["full"]["structure"])[None], params["out_size"],
@@ -155,10 +165,10 @@ def steps(e: Explanation, style: Style, params: dict[str, Any]) -> Steps:
     every = max(1, len(oc[0]) // 24)
     img = grid_panel(img, f, r["coords"]["structure"], "structure", every)
     img = overlay.draw_grid(img, oc[0], oc[1], every=every, color=OKABE_ITO["vermillion"], min_size=0, image_scale=f)
-    panels.append((img, f"5b. structure grid (yellow) and the same map through the {official} variant (red): the "
+    panels.append((img, f"5c. structure grid (yellow) and the same map through the {official} variant (red): the "
                         "op's exact grid starts one pixel before the image and stops short of its last pixel"))
-    for k in KINDS:
-        panels.append((plain(r["sampled"][k], style)[0], f"6. {k}-preserved image{tag}"))
+    for letter, k in zip("ab", KINDS, strict=True):
+        panels.append((plain(r["sampled"][k], style)[0], f"6{letter}. {k}-preserved image{tag}"))
     notes = f"Prediction (shared fc on the structure-preserved image): **{caption_top1(e.labels, e.probs)}**"
     if preview:
         notes += "\n\n*Preview from the stored features X: press **Re-run** for the prediction.*"

@@ -25,9 +25,10 @@ def overview(e: Explanation, maps: dict[str, np.ndarray], style: Style, vrange: 
     lo, hi = vrange or (None, None)
     d = heat_with_boxes(e, maps["signature"], style, lo, hi)
     L = e.num_layers
-    cap = (f"rollout through layers 1..{L} (x uniform) + PSM: box n = the token head n selects "
+    cap = (f"rollout through layers 1..{L} (colour, x uniform); box n: the token that PSM head n selects "
            f"({len(e.part_boxes)} heads)")
-    main = d.finish(style)
+    main = d.finish(style, key=[("boxes", BOX_COLORS[0], f"box n: the token PSM head n selects ({len(e.part_boxes)} "
+                                                         "heads; the colours only tell the heads apart)")])
     if main_only:
         return Overview(main, cap, [])
     panels: list[Panel] = [
