@@ -7,7 +7,6 @@ tabs and controls come from the method registry; nothing runs at import (`build_
 
 from __future__ import annotations
 
-import base64
 import functools
 import inspect
 import os
@@ -28,6 +27,7 @@ from fgviz.explorer import messages as M
 from fgviz.explorer import ui as U
 from fgviz.explorer.export import png_file
 from fgviz.explorer.policy import SpecPolicy
+from fgviz.explorer.requests import client_of, upload_value
 from fgviz.explorer.session import DOMAINS, Explorer, env_specs
 from fgviz.methods import METHODS
 from fgviz.viz.panels import Style
@@ -42,31 +42,27 @@ except ImportError:
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 QUEUE_SIZE, CONCURRENCY, CACHE_CLEANUP = 64, 2, (1800, 3600)
-CONTEXT = ("image", "domain", *(f"{m}_model" for m in METHODS), "model_set", "columns")  # API parameter names
+# API parameter names; every method's model box comes last, so a new method or model set shifts no earlier parameter
+CONTEXT, MODELS = ("image", "domain", "model_set", "columns"), tuple(f"{m}_model" for m in METHODS)
 PRIVATE = {"api_visibility": "private"}
 ERRORS = M.LastErrors()  # each session's last error message, for the banner line
 
 
-def client_of(request: gr.Request | None) -> str | None:
-    """Who sends a request, for the rate of new model loads: on a Space the address its proxy forwards (Gradio sees
-    the proxy's), elsewhere the peer's address; the session when neither is known."""
-    if request is None:
-        return None
-    forwarded = request.headers.get("x-forwarded-for", "") if os.environ.get("SPACE_ID") else ""
-    return forwarded.split(",")[0].strip() or getattr(request.client, "host", None) or request.session_hash
-
-
-def friendly(fn: Callable, names: tuple[str, ...], *, client: bool = False, event: bool = False) -> Callable:
+def friendly(fn: Callable, names: tuple[str, ...], *, client: bool = False, event: bool = False,
+             progress: bool = False) -> Callable:
     """The one place where an error becomes what the user sees: a user error is one message (a toast, gr.Error),
     one log line and one banner line (`ERRORS` hands it to the `.failure` handler that writes it); a server fault is
     one logged traceback and a generic message (Gradio prints neither again). `names` are the handler's parameters
     as the API shows them; Gradio also passes the request (left out of the API) and, with `event`, the select event
-    (to `fn` as `evt=`). With `client`, `fn` also gets `client=` the sender (`client_of`)."""
+    (to `fn` as `evt=`). With `client`, `fn` also gets `client=` the sender (`client_of`); with `progress`,
+    `progress=` Gradio's progress bar (a first load's download)."""
     where = getattr(fn, "__name__", None) or getattr(fn, "func", fn).__name__  # a partial: its function's name
 
     def wrapper(*args: Any) -> Any:
-        *args, request = args
+        bar, (*args, request) = (args[-1], args[:-1]) if progress else (None, args)
         kw: dict[str, Any] = {"client": client_of(request)} if client else {}
+        if progress:
+            kw["progress"] = bar
         if event:
             *args, kw["evt"] = args
         try:
@@ -79,20 +75,12 @@ def friendly(fn: Callable, names: tuple[str, ...], *, client: bool = False, even
         raise gr.Error(message, print_exception=False) from None
 
     extra = ["evt"] if event else []  # Gradio passes event data only to a parameter annotated gr.SelectData itself
+    bar = [inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress())]
     wrapper.__name__, wrapper.__signature__ = where, inspect.Signature(
-        [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in (*names, *extra, "request")])
+        [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in (*names, *extra, "request")]
+        + (bar if progress else []))
     wrapper.__annotations__ = {"request": gr.Request, **({"evt": gr.SelectData} if event else {})}
     return wrapper
-
-
-def upload_value(payload: Any) -> Any:
-    """An upload as the one decoder (`decode_image`) takes it: the file Gradio stored, or a data URL's bytes. Events
-    run with `preprocess=False`, so Gradio never opens an image itself (it failed on a non-image before the app's
-    error path could say why) and every input reaches the handler as sent, for the app to check."""
-    if isinstance(payload, dict):
-        url = payload.get("url") or ""
-        return base64.b64decode(url.split(",", 1)[1]) if url.startswith("data:") else payload.get("path")
-    return payload
 
 
 def as_files(value: Any) -> Any:
@@ -143,7 +131,8 @@ def build_app(explorer: Explorer | None = None) -> gr.Blocks:
               compute_deletion=GPU(explorer.compute_deletion_insertion), compute_sanity=GPU(explorer.compute_sanity))
     notes = views.notes()
     with gr.Blocks(title="fgviz: fine-grained attention explorer", delete_cache=CACHE_CLEANUP) as demo:
-        page = L.page({m: explorer.choices(m) for m in METHODS}, notes, DOMAINS, explorer.policy.describe())
+        page = L.page({m: explorer.choices(m) for m in METHODS}, notes, DOMAINS, explorer.policy.describe(),
+                      L.AUTO_SET if os.environ.get("SPACE_ID") else L.DEMO_SET)  # a Space: real birds for photos
         wire(Layout().render(page), ui, notes)
     demo.fgviz_ui = ui
     return demo
@@ -164,9 +153,10 @@ def wire(R: Layout, ui: U.UI, notes: dict[str, str]) -> None:
                                   *R.apply(U.named_layers(U.LayersResult())), R["keys"]]))  # what a render sets
 
     def on(triggers: Any, fn: Callable, inputs: list, outs: list, *, names: tuple[str, ...] | None = None,
-           client: bool = True, event: bool = False, banner: bool = True, **kw: Any) -> Any:
+           client: bool = True, event: bool = False, banner: bool = True, progress: bool = False, **kw: Any) -> Any:
         """An event (triggers, or one listener: `dependency.success`) through `friendly`; a failure: the banner."""
-        wrapped = friendly(fn, names or tuple(f"in{i}" for i in range(len(inputs))), client=client, event=event)
+        wrapped = friendly(fn, names or tuple(f"in{i}" for i in range(len(inputs))), client=client, event=event,
+                           progress=progress)
         kw = kw if "api_name" in kw else {**PRIVATE, **kw}
         ev = (gr.on(triggers, wrapped, inputs, outs, preprocess=False, **kw) if isinstance(triggers, list)
               else triggers(wrapped, inputs, outs, preprocess=False, **kw))
@@ -187,21 +177,21 @@ def wire(R: Layout, ui: U.UI, notes: dict[str, str]) -> None:
         return R.apply(ui.render(k, nts, shown or api_methods, vm, U.style_of(*rest[-3:]), U.visible_tabs(view),
                                  U.Context.of(dom, rest[:-3], client)))
 
-    def explain(img, dom, *rest, client=None):
-        typed, (mset, cols) = rest[:n], rest[n: n + 2]
-        res = ui.explain(upload_value(img), dom, typed, cols or api_methods, mset, U.style_of(*rest[-3:]), client)
+    def explain(img, dom, mset, cols, *rest, client=None, progress=None):
+        res = ui.explain(upload_value(img), dom, rest[3:], cols or api_methods, mset, U.style_of(*rest[:3]), client,
+                         progress=progress)
         if res.set_note:
             gr.Warning(res.set_note)  # a toast; the banner line comes with the render
         return (*(as_files(res.mains.get(m)) for m in api_methods), res.numbers, res.keys, res.notes)
 
-    explain_args = ([R["image"], R["domain"], *specs, R["model_set"], R["columns"], *sty],
+    explain_args = ([R["image"], R["domain"], R["model_set"], R["columns"], *sty, *specs],
                     [*(R[f"overview.{m}.main"] for m in api_methods), R["numbers"], R["keys"], R["notes"]])
     for triggers, kw in (([R["run"].click, R["image"].upload], {"api_name": "explain", "api_description":
                                                                notes.get("api explain")}),
                          (R["examples"].load_input_event.then, {}),  # an example, then domain, models, columns:
                          ([R[k].input for k in ("domain", "model_set", "columns")] + [s.input for s in specs], {})):
-        ev = on(triggers, explain, *explain_args, names=(*CONTEXT, "cmap", "alpha", "norm"), banner=False, **kw,
-                **MODEL)
+        ev = on(triggers, explain, *explain_args, names=(*CONTEXT, "cmap", "alpha", "norm", *MODELS), banner=False,
+                progress=True, **kw, **MODEL)
         on(ev.success, render, render_in, outputs, **MODEL)
         ev.failure(cleared, sty, [*outputs, R["notes"]], **PRIVATE)
     # Sliders answer `input` (mouse and keyboard alike), the newest value only, so dragging queues no backlog.
@@ -253,14 +243,15 @@ def wire(R: Layout, ui: U.UI, notes: dict[str, str]) -> None:
        [R["faith.map"], *(R[k] for k in U.EMPTY_RESULTS if k != "export.file"), R["shown"]])
 
     def endpoint(name: str, outs: tuple[str, ...]) -> Callable:
-        def handler(k, img, dom, *rest, client=None):
-            res = R.apply(ui.request(name, k, upload_value(img), U.Context.of(dom, rest[: n + 1], client),
-                                     rest[n + 1], rest[n + 2: -1], rest[-1]))
+        def handler(k, img, dom, mset, cols, *rest, client=None):
+            args, shown, typed = rest[:-n - 1], rest[-n - 1], rest[-n:]
+            res = R.apply(ui.request(name, k, upload_value(img), U.Context.of(dom, [*typed, mset], client), cols,
+                                     args, shown))
             return tuple(res[R[o]] for o in (*outs, "keys"))
         handler.__name__ = name
         return handler
 
-    ctx = [R["keys"], R["image"], R["domain"], *specs, R["model_set"], R["columns"]]
+    ctx = [R["keys"], R["image"], R["domain"], R["model_set"], R["columns"]]
     for name, params, args, outs in (  # outputs in the order API callers unpack them
             ("faithfulness", ("method", "map_name", "steps"), [R["faith.method"], R["faith.map"], R["faith.steps"]],
              ("faith.figure", "faith.summary", "faith.numbers", "shown")),
@@ -268,8 +259,8 @@ def wire(R: Layout, ui: U.UI, notes: dict[str, str]) -> None:
              ("sanity.image", "sanity.summary", "sanity.numbers", "shown")),
             ("export", ("cmap", "alpha", "norm", "fusion", "discard"), [*sty, R["layers.fusion"], R["layers.discard"]],
              ("export.file",))):
-        on(R[f"{outs[0].split('.')[0]}.run"].click, endpoint(name, outs), [*ctx, *args, R["shown"]],
-           [*(R[o] for o in outs), R["keys"]], names=("keys", *CONTEXT, *params, "shown"), api_name=name,
+        on(R[f"{outs[0].split('.')[0]}.run"].click, endpoint(name, outs), [*ctx, *args, R["shown"], *specs],
+           [*(R[o] for o in outs), R["keys"]], names=("keys", *CONTEXT, *params, "shown", *MODELS), api_name=name,
            api_description=notes.get(f"api {name}"), **MODEL)
 
 

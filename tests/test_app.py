@@ -489,9 +489,12 @@ def test_named_endpoints_are_documented(client) -> None:
     api = client.view_api(print_info=False, return_format="dict")
     assert set(api["named_endpoints"]) == NAMED
     params = [p["parameter_name"] for p in api["named_endpoints"]["/explain"]["parameters"]]
-    assert params[:2] == ["image", "domain"]
-    assert "request" not in params  # the sender's address comes from Gradio, not from the caller
-    assert all(f"{m}_model" in params for m in METHODS)
+    assert params[:4] == ["image", "domain", "model_set", "columns"]
+    assert "request" not in params and "progress" not in params  # Gradio's, not the caller's
+    for name in NAMED:  # the model boxes come last: a new method or model set shifts no earlier parameter
+        named = [p["parameter_name"] for p in api["named_endpoints"][name]["parameters"]]
+        assert named[:4] == ["image", "domain", "model_set", "columns"], name
+        assert named[-len(METHODS):] == [f"{m}_model" for m in METHODS], name
     notes = views.notes()
     assert all(notes.get(f"api {n.strip('/')}") for n in NAMED)
 

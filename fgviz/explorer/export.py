@@ -242,6 +242,8 @@ def figure_set(
                 fs.image(f"charts/{name}_scale{s + 1}_top5.png", chart,
                          f"top-5 of scale {s + 1} alone", src)
             fs.chart(f"charts/{name}_scales_top5.html", views.scale_figure(e), "top-5 of each scale alone", src)
+        elif views.scale_figure(e) is not None:  # backbone mode: the method's own path beside the network's top-5
+            fs.chart(f"charts/{name}_path_top5.html", views.scale_figure(e), "top-5 of the method's own path", src)
         steps = method.steps(e, style)
         if steps is not None:
             for i, (rgb, cap) in enumerate(steps.panels, start=1):

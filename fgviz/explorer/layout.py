@@ -16,6 +16,7 @@ from fgviz.explorer import views
 from fgviz.methods import METHODS
 from fgviz.methods.method import Method
 from fgviz.viz.overlay import COLORMAPS
+from fgviz.weights import hub
 
 
 @dataclass
@@ -42,10 +43,31 @@ def attention_methods() -> list[str]:
     return [m.name for m in METHODS.values() if m.has_attention]
 
 
-MODEL_SETS = {
-    "demo": "demo models (fgviz synthetic birds and cars, offline)",
-    "imagenet": "real photos: ImageNet backbones, not fine-tuned on birds/cars (needs the Hub)",
-}
+DEMO_SET, AUTO_SET = "demo", "auto"
+
+
+def model_sets(auto: bool = True) -> dict[str, str]:
+    """The Models radio's choices by name: the demo models, the registry's model sets (`fgviz.weights.hub.model_sets`)
+    and, with `auto` (a public Space), "auto": the demo models for fgviz's own examples, the set meant for the
+    domain for an uploaded photo (`space_default`)."""
+    sets = hub.model_sets()
+    out = {DEMO_SET: "demo models (fgviz synthetic birds and cars, offline)"}
+    meant = [e for e in sets.values() if e.get("space_default")]
+    if auto and meant:
+        photos = ", ".join(f"{e['label'].split(':')[0]} for your {e.get('domain', 'own')} photos" for e in meant)
+        out = {AUTO_SET: f"auto: the demo models for the examples, {photos}", **out}
+    return {**out, **{name: e["label"] for name, e in sets.items()}}
+
+
+def set_for_image(model_set: str, domain: str, synthetic: bool) -> str:
+    """The set "auto" means for one image: the demo models for a generator image (fgviz's examples carry their
+    tag), the registry's set meant for `domain`'s photos otherwise (the demo models when there is none)."""
+    if model_set != AUTO_SET:
+        return model_set
+    if synthetic:
+        return DEMO_SET
+    return next((n for n, e in hub.model_sets().items() if e.get("space_default") and e.get("domain") == domain),
+                DEMO_SET)
 # Per session: explanation keys, fallback notes, the clicked patch, the Faithfulness results shown, which tab is on
 # screen ("view": the main tab and the Internals method) and which of the Layers / Internals tabs are drawn.
 STATES = {"keys": {}, "notes": {}, "patch": None, "shown": {}, "view": {"tab": "overview", "internals": None},
@@ -59,9 +81,9 @@ SPEC_HELP = "auto = the demo model; or a registry name, a folder under weights/,
 
 
 def page(choices: dict[str, list[str]], notes: dict[str, str], domains: tuple[str, ...],
-         spec_help: str = SPEC_HELP) -> list[Node]:
+         spec_help: str = SPEC_HELP, model_set: str = DEMO_SET) -> list[Node]:
     """The whole page; `choices[method]` are the model specs its dropdown offers, `spec_help` says what may be
-    typed into them (the app's spec policy)."""
+    typed into them (the app's spec policy), `model_set` the Models radio's first value ("auto" on a Space)."""
     first = default_methods()[0]
     all_maps = list(dict.fromkeys(n for m in METHODS for n in views.map_choices(m)))
     return [
@@ -74,7 +96,8 @@ def page(choices: dict[str, list[str]], notes: dict[str, str], domains: tuple[st
               elem_id="fg-upload"),
             N("radio", "domain", choices=list(domains), value=domains[0], label="Domain (picks the demo models)",
               elem_id="domain"),
-            N("radio", "model_set", choices=[(v, k) for k, v in MODEL_SETS.items()], value="demo", label="Models"),
+            N("radio", "model_set", choices=[(v, k) for k, v in model_sets(auto=model_set == AUTO_SET).items()],
+              value=model_set, label="Models"),
             N("button", "run", value="Explain", variant="primary"), scale=2, min_width=300),
           N("column", None,
             N("examples", "examples", inputs=["image", "domain"], examples=views.examples(), examples_per_page=8,

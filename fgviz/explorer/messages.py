@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fgviz.core.imageio import MAX_BYTES, ImageError
-from fgviz.explorer.layout import MODEL_SETS
+from fgviz.explorer.layout import model_sets
 from fgviz.explorer.session import CacheKey, ExpiredError
 from fgviz.weights import hub
 from fgviz.weights.format import WeightsError
@@ -97,12 +97,12 @@ def server_fault(where: str, args: Sequence[Any], error: BaseException) -> str:
 
 def set_fallback_note(model_set: str, reasons: Mapping[str, str]) -> str:
     """One short sentence for a model set whose models could not be loaded (the reasons go to the log)."""
-    name = MODEL_SETS.get(model_set, model_set).split(":")[0].strip()
+    name = model_sets().get(model_set, model_set).split(":")[0].strip()
     name = name[:1].upper() + name[1:]
     text = " ".join(reasons.values())
     if "offline mode is on" in text:
-        why = "this server runs offline and has not downloaded them"
-    elif "could not be used" in text or "failed:" in text:
+        return f"{name} need the Hugging Face Hub, and this server is offline: showing the demo models instead."
+    if "could not be used" in text or "failed:" in text:
         why = "the Hugging Face Hub cannot be reached from this server right now"
     else:
         why = short_message(next(iter(reasons.values())), 100)

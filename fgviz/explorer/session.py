@@ -319,9 +319,11 @@ class Explorer:
         return None
 
     def trusted(self, spec: str) -> bool:
-        """A registry name or one of the operator's `extra_specs`: exempt from the spec policy."""
+        """A registry name, a spec of the registry's model sets or one of the operator's `extra_specs`: exempt from
+        the spec policy."""
         spec = spec.strip()
-        return spec in self.extra_specs or spec in self.registry()
+        in_sets = any(spec in e.get("specs", {}).values() for e in hub.model_sets().values())
+        return spec in self.extra_specs or spec in self.registry() or in_sets
 
     def model(self, spec: str, method: str, client: str | None = None) -> FineGrainedModel:
         """Load (cached by fgviz.weights.hub) the model of `spec`; it must be a `method` model.

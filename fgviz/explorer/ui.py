@@ -15,6 +15,7 @@ A user error becomes one message (`user_error`: one line, no server folder, long
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Callable, Collection, Sequence
@@ -27,9 +28,10 @@ import plotly.graph_objects as go
 
 from fgviz.core.explanation import Explanation
 from fgviz.core.geometry import token_at
+from fgviz.core.imageio import synthetic_params
 from fgviz.explorer import analysis, views
 from fgviz.explorer.export import FigureSet, figure_set, write_zip
-from fgviz.explorer.layout import MODEL_SETS, attention_methods, default_methods
+from fgviz.explorer.layout import DEMO_SET, attention_methods, default_methods, model_sets, set_for_image
 from fgviz.explorer.messages import (
     LOG,
     banner_error,
@@ -61,6 +63,7 @@ from fgviz.explorer.results import (
 from fgviz.explorer.session import AUTO, DOMAINS, LRU, CacheKey, ExpiredError, Explorer
 from fgviz.methods import METHODS
 from fgviz.viz.panels import Style, caption_top1
+from fgviz.weights import download, hub
 
 MAX_EXPORTS = 8  # export ZIPs kept on disk (Gradio serves its own copy); older ones are deleted
 
@@ -73,6 +76,15 @@ def _caption(text: str, key: CacheKey, markdown: bool = True) -> str:
 def style_of(cmap: str, alpha: float | str, norm: str) -> Style:
     """The display style of the controls' values (a bad value: ValueError, a user error)."""
     return Style(cmap=cmap, alpha=float(alpha), norm=norm)
+
+
+def downloading(progress: Callable[[float, str], Any]) -> download.Progress:
+    """A download's progress as a bar: the fraction done and "downloading <file>: x of y GB"."""
+    def report(filename: str, done: int, total: int) -> None:
+        size = f"{done / 1e9:.2f} of {total / 1e9:.2f} GB" if total else f"{done / 1e9:.2f} GB"
+        progress(done / total if total else 0.0, f"downloading {filename} from the Hugging Face Hub: {size}")
+
+    return report
 
 
 def _check_choice(value: Any, choices: Collection[str], what: str) -> str:
@@ -99,27 +111,29 @@ class UI:
 
     # ---- running models --------------------------------------------------------------------------------------
     def specs_for(self, model_set: str, typed: dict[str, str]) -> dict[str, str]:
-        """The spec of each method: ImageNet backbones for real photos, else what the user typed (or "auto")."""
-        if model_set == "imagenet":
-            return {m: METHODS[m].imagenet_spec or "auto" for m in typed}
-        return typed
+        """The spec of each method: the model set's (registry.json), else what the user typed (or "auto")."""
+        entry = hub.model_sets().get(model_set)
+        return typed if entry is None else {m: entry["specs"].get(m, AUTO) for m in typed}
 
     def explain(self, image: Any, domain: str, typed: dict[str, str] | Sequence[str], methods: Sequence[str] = (),
-                model_set: str = "demo", style: Style | None = None, client: str | None = None) -> ExplainResult:
+                model_set: str = "demo", style: Style | None = None, client: str | None = None, *,
+                progress: Callable[[float, str], Any] | None = None) -> ExplainResult:
         """Run (or fetch from the cache) each method on one image and draw its Overview (once: `render` reuses it).
         A typed spec that cannot be used falls back to the domain's registry model, and a model set whose models
         cannot be loaded (offline, a failing Hub) falls back to the demo models as a whole; `notes` says why in one
         sentence each, and the log gets one line each. `client` identifies the caller for the rate of new model
-        loads (the app passes its address). Raises ImageError, WeightsError, ValueError... for the app to report."""
+        loads (the app passes its address). `progress(fraction, text)` is told of a first load's downloads, with
+        their size (the app's progress bar). Raises ImageError, WeightsError, ValueError... for the app to report."""
         if image is None:
             raise ValueError("Upload a bird or a car, or pick an example, first.")
         ctx = Context(domain, typed if isinstance(typed, dict) else dict(zip(METHODS, typed, strict=True)),
                       model_set, client)
         _check_choice(domain, DOMAINS, "domain")
-        _check_choice(model_set, MODEL_SETS, "model set")
+        _check_choice(model_set, model_sets(), "model set")
         methods = [m for m in (methods or default_methods()) if m in METHODS]
         iid = self.explorer.add_image(image)
-        keys, notes = self._explain(iid, methods, ctx, upload_digest(image) or iid[:12])
+        with download.progress(downloading(progress)) if progress is not None else contextlib.nullcontext():
+            keys, notes = self._explain(iid, methods, ctx, upload_digest(image) or iid[:12])
         expls = self._expls(keys)
         mains = {m: ov.main for m, ov in self._overview(keys, style or Style()).items()}
         numbers = {m: {**views.summary(e), "overview_size": list(mains[m].shape[:2]), "made_by": keys[m].describe(),
@@ -127,16 +141,18 @@ class UI:
                    for m, e in expls.items()}
         return ExplainResult(keys, mains, numbers, notes)
 
-    def _specs(self, methods: Sequence[str], ctx: Context, digest: str) -> tuple[dict[str, str], dict[str, str]]:
+    def _specs(self, iid: str, methods: Sequence[str], ctx: Context, digest: str
+               ) -> tuple[dict[str, str], dict[str, str]]:
         """The spec of each method and the notes of fallbacks (see `explain`), each logged as one line."""
         notes: dict[str, str] = {}
-        if ctx.model_set != "demo":
-            wanted = self.specs_for(ctx.model_set, {m: ctx.typed.get(m, AUTO) for m in methods})
+        model_set = set_for_image(ctx.model_set, ctx.domain, synthetic_params(self.explorer.image(iid)) is not None)
+        if model_set != DEMO_SET:
+            wanted = self.specs_for(model_set, {m: ctx.typed.get(m, AUTO) for m in methods})
             reasons = {m: why for m, spec in wanted.items()
                        if (why := self.explorer.spec_failure(spec, m, ctx.domain, ctx.client)) is not None}
             if not reasons:
                 return {m: self.explorer.resolve(s, m, ctx.domain) for m, s in wanted.items()}, notes
-            notes[SET_NOTE] = set_fallback_note(ctx.model_set, reasons)
+            notes[SET_NOTE] = set_fallback_note(model_set, reasons)
             LOG.warning("user error in explain (image %s): %s (%s)", digest, notes[SET_NOTE],
                         short_message(next(iter(reasons.values())), 200))
             return {m: self.explorer.default_spec(m, ctx.domain) for m in methods}, notes
@@ -149,7 +165,7 @@ class UI:
         return specs, notes
 
     def _explain(self, iid: str, methods: Sequence[str], ctx: Context, digest: str) -> tuple[Keys, dict[str, str]]:
-        specs, notes = self._specs(methods, ctx, digest)
+        specs, notes = self._specs(iid, methods, ctx, digest)
         return {m: self.explorer.explain(iid, specs[m], m, compute=self.compute_explain) for m in methods}, notes
 
     def ensure(self, keys: Keys, methods: Sequence[str], ctx: Context | None) -> Keys:
@@ -505,7 +521,6 @@ class UI:
 
 __all__ = [
     "EMPTY_RESULTS",
-    "MODEL_SETS",
     "SET_NOTE",
     "TABS",
     "UI",

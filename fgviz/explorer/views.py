@@ -81,16 +81,27 @@ def overview(expls: dict[str, Explanation], style: Style, *, main_only: bool = F
     return {m: METHODS[e.method].overview(e, rel[m], style, vrange, main_only) for m, e in expls.items()}
 
 
+BACKBONE_TITLE = "the wrapped network's own top-5"
+
+
 def topk_figure(e: Explanation, k: int = 5) -> go.Figure:
-    """Top-k bar chart of the final prediction."""
-    fig = figures.topk_bar(e, k=k)
+    """Top-k bar chart of the final prediction; in backbone mode, where the method's path re-uses the network's
+    blocks on inputs they were not trained on (TransFG's part layer), of the network's own prediction instead."""
+    own = e.extras.get("backbone_probs")
+    fig = figures.topk_bar(e, k=k, probs=own, title=BACKBONE_TITLE if own is not None else None)
     fig.update_layout(height=230, yaxis={"automargin": True}, margin={"l": 10, "r": 10, "t": 30, "b": 10})
     return fig
 
 
 def scale_figure(e: Explanation, k: int = 5) -> go.Figure | None:
-    """Per-scale top-k (multi-scale methods), else None."""
-    return None if e.scale_probs is None else figures.scale_topk(e.scale_probs, e.labels, k)
+    """The column's second chart: per-scale top-k (multi-scale methods); in backbone mode the method's own path,
+    labelled as such; else None."""
+    if e.scale_probs is not None:
+        return figures.scale_topk(e.scale_probs, e.labels, k)
+    if e.extras.get("backbone_probs") is not None:
+        path = f"{title(e.method)}'s path: its extra parts run with the network's weights, not trained for them"
+        return figures.topk_rows([(path, e.probs)], e.labels, k)
+    return None
 
 
 def summary(e: Explanation, k: int = 5) -> dict[str, Any]:

@@ -88,7 +88,6 @@ class Method:
     step_params: ClassVar[tuple[ParamSpec, ...]] = ()
     paper: ClassVar[str] = ""  # one line: authors, venue, link
     starts_from_npz: ClassVar[bool] = False  # `init_from_npz` exists (the official ViT methods' init)
-    imagenet_spec: ClassVar[str | None] = None  # the timm ImageNet backbone shown for real photos (backbone mode)
     presets: ClassVar[dict[str, dict[str, Any]]] = {}  # training recipes by name ("paper", "demo", "tiny")
 
     @property

@@ -412,9 +412,15 @@ def scale_topk(scale_probs: np.ndarray, labels: Sequence[str], k: int = 5) -> go
     """One top-k bar chart per scale of a multi-scale model (scale 1 = full image, scale s + 1 = crop s)."""
     S = scale_probs.shape[0]
     names = [f"scale {s + 1}" + (" (full image)" if s == 0 else f" (crop {s})") for s in range(S)]
-    fig = make_subplots(rows=S, cols=1, subplot_titles=names, vertical_spacing=0.12)
-    for s in range(S):
-        p = np.asarray(scale_probs[s], np.float64)
+    return topk_rows(list(zip(names, scale_probs, strict=True)), labels, k)
+
+
+def topk_rows(rows: Sequence[tuple[str, np.ndarray]], labels: Sequence[str], k: int = 5) -> go.Figure:
+    """One titled top-k bar chart per (title, (C,) probabilities) row, stacked."""
+    S = len(rows)
+    fig = make_subplots(rows=S, cols=1, subplot_titles=[t for t, _ in rows], vertical_spacing=0.12)
+    for s, (_, probs) in enumerate(rows):
+        p = np.asarray(probs, np.float64)
         idx = np.argsort(-p, kind="stable")[: min(k, p.shape[0])]
         fig.add_trace(_bars([100 * p[i] for i in idx], [labels[i] for i in idx]), row=s + 1, col=1)
         fig.update_xaxes(range=[0, 100], ticksuffix="%", row=s + 1, col=1)

@@ -87,25 +87,38 @@ class Spec:
         return "registry" if self.registry is not None else self.kind
 
 
-_registry_memo: dict[tuple[str, int, int], dict[str, dict[str, Any]]] = {}
+_registry_memo: dict[tuple[str, int, int], tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]] = {}
+
+
+def _read_registry() -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """(models by name, model sets by name) from <weights folder>/registry.json, read again only when it changes."""
+    path = registry_path()
+    try:
+        st = path.stat()
+    except OSError:
+        return {}, {}
+    sig = (str(path), st.st_mtime_ns, st.st_size)
+    memo = _registry_memo.get(sig)
+    if memo is None:
+        data = json.loads(path.read_text())
+        memo = ({e["name"]: e for e in data["models"]}, {e["name"]: e for e in data.get("model_sets", [])})
+        _registry_memo.clear()
+        _registry_memo[sig] = memo
+    return memo
 
 
 def registry() -> dict[str, dict[str, Any]]:
     """Registry entries by name, from <weights folder>/registry.json (empty when the file is absent).
 
     Read again only when the file changes (every spec lookup consults it)."""
-    path = registry_path()
-    try:
-        st = path.stat()
-    except OSError:
-        return {}
-    sig = (str(path), st.st_mtime_ns, st.st_size)
-    entries = _registry_memo.get(sig)
-    if entries is None:
-        entries = {e["name"]: e for e in json.loads(path.read_text())["models"]}
-        _registry_memo.clear()
-        _registry_memo[sig] = entries
-    return dict(entries)
+    return dict(_read_registry()[0])
+
+
+def model_sets() -> dict[str, dict[str, Any]]:
+    """The operator's model sets by name (registry.json's "model_sets"): a label, one spec per method and, for a set
+    meant for one domain's photos, its `domain` (`space_default`: the set a public Space shows for uploads of that
+    domain). Their specs are the operator's, so they are trusted as registry names are."""
+    return dict(_read_registry()[1])
 
 
 def _local_candidate(spec: str) -> Path:

@@ -30,7 +30,6 @@ class RAMSTransMethod(Method):
         ParamSpec("num_scales", "scales", 1, 3, 1, preview=False, integer=True),
     )
     paper = "Hu et al., ACM MM 2021, arXiv 2107.08192, github.com/hyqyoung/RAMS-Trans"
-    imagenet_spec = "timm:vit_base_patch16_224.augreg2_in21k_ft_in1k#rams_trans"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {"model": dict(PAPER_VIT, patch_size=32, num_scales=2),
                   "init": "timm:vit_base_patch32_224.orig_in21k"},

@@ -31,7 +31,6 @@ class TASNMethod(Method):
         ParamSpec("detail_channel", "detail channel (-1 = all)", -1, 2047, 1, none_below=0, integer=True),
     )
     paper = "Zheng et al., CVPR 2019, arXiv 1903.06150, github.com/researchmm/tasn"
-    imagenet_spec = "timm:resnet50.tv_in1k#tasn"
     # official: SGD lr 0.1 without momentum, x0.1 at 1/3 and 2/3 of 300 epochs, batch 96 on 8 GPUs
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {"model": dict(img_size=(512, 512), crop_pct=1.0, att_size=224, out_size=224), "optimizer": "sgd",

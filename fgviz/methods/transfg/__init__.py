@@ -27,7 +27,6 @@ class TransFGMethod(Method):
     starts_from_npz = True
     default_for_family = True
     paper = "He et al., AAAI 2022, arXiv 2103.07976, github.com/TACJu/TransFG"
-    imagenet_spec = "timm:vit_base_patch16_224.augreg2_in21k_ft_in1k#transfg"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {"model": dict(PAPER_VIT, patch_size=16, stride=12), "init": "timm:vit_base_patch16_224.orig_in21k"},
         # 196 px at stride 12: 16 x 16 overlapping 16-px patches that cover the image exactly (as 448 px does)

@@ -30,7 +30,6 @@ class ViTMethod(Method):
     has_attention = True
     overview_default = False  # an optional Overview column
     paper = "Dosovitskiy et al., ICLR 2021, arXiv 2010.11929 (rollout: Abnar & Zuidema, ACL 2020)"
-    imagenet_spec = "timm:vit_base_patch16_224.augreg2_in21k_ft_in1k#vit"
     presets = recipes.PRESETS
 
     def signature(self, e: Explanation) -> np.ndarray:
