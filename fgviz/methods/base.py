@@ -179,13 +179,19 @@ class FineGrainedModel(nn.Module):
             model_name=self.name,
             weights_kind=self.weights_kind,
             missed_targets=self.missed_targets(),
-            source={k: str(self.provenance[k]) for k in SOURCE_FIELDS if self.provenance.get(k)},
+            source=self.source(),
             normalization=(self.pretrained_cfg.mean, self.pretrained_cfg.std),
             **fields,
         )
 
     def _explain(self, x: torch.Tensor, display: np.ndarray, **params: Any) -> dict[str, Any]:
         raise NotImplementedError
+
+    def source(self) -> dict[str, str]:
+        """Where a published checkpoint comes from (repo, revision, training data, licence), for every column that
+        shows it; empty for fgviz's own models (their card says the rest)."""
+        p = self.provenance
+        return {k: str(p[k]) for k in SOURCE_FIELDS if p.get(k)} if p.get("repo") else {}
 
     def plain_backbone(self) -> nn.Module | None:
         """The timm network another method could wrap in backbone mode (`fgviz.load("...#method")`), if any."""
