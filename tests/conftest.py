@@ -59,15 +59,19 @@ def rng():
     return np.random.default_rng(0)
 
 
-@pytest.fixture
-def test_image(rng):
-    """A smooth non-square RGB image with a bright blob, so attention has something to find."""
+def blob_image(rng: np.random.Generator) -> np.ndarray:
+    """A smooth non-square RGB image (90x130) with a bright blob, so attention has something to find."""
     H, W = 90, 130
     yy, xx = np.mgrid[0:H, 0:W]
     img = np.stack([xx / W, yy / H, 0.5 * np.ones_like(xx, dtype=float)], -1)
     img += 0.8 * np.exp(-(((yy - 30) / 8.0) ** 2 + ((xx - 90) / 10.0) ** 2))[..., None]
     img += 0.05 * rng.standard_normal(img.shape)
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+@pytest.fixture
+def test_image(rng):
+    return blob_image(rng)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from fgviz.explorer import analysis
 from fgviz.methods import METHODS
 from fgviz.viz import Figure
 from fgviz.viz.panels import Style
-from tests.conftest import make_tiny
+from tests.conftest import blob_image, make_tiny
 from tests.test_previews import captured_attention, naive_rollout
 
 NAMES = ("examples", "overview", "steps", "layers", "layer_rollout", "map_names", "saliency", "localisation",
@@ -26,13 +26,7 @@ NAMES = ("examples", "overview", "steps", "layers", "layer_rollout", "map_names"
 
 @pytest.fixture(scope="module")
 def image() -> np.ndarray:
-    rng = np.random.default_rng(1)
-    H, W = 90, 130
-    yy, xx = np.mgrid[0:H, 0:W]
-    img = np.stack([xx / W, yy / H, 0.5 * np.ones_like(xx, dtype=float)], -1)
-    img += 0.8 * np.exp(-(((yy - 30) / 8.0) ** 2 + ((xx - 90) / 10.0) ** 2))[..., None]
-    img += 0.05 * rng.standard_normal(img.shape)
-    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+    return blob_image(np.random.default_rng(1))
 
 
 @pytest.fixture(scope="module")

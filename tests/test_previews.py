@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny
+from conftest import blob_image, make_tiny
 
 from fgviz.core.capture import record_attention
 from fgviz.core.sampling import structure_detail
@@ -77,13 +77,7 @@ def vit_case(request, test_image_module):
 
 @pytest.fixture(scope="module")
 def test_image_module():
-    rng = np.random.default_rng(1)
-    H, W = 90, 130
-    yy, xx = np.mgrid[0:H, 0:W]
-    img = np.stack([xx / W, yy / H, 0.5 * np.ones_like(xx, dtype=float)], -1)
-    img += 0.8 * np.exp(-(((yy - 30) / 8.0) ** 2 + ((xx - 90) / 10.0) ** 2))[..., None]
-    img += 0.05 * rng.standard_normal(img.shape)
-    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+    return blob_image(np.random.default_rng(1))
 
 
 def test_head_mean_rollout_is_the_models_own(vit_case) -> None:

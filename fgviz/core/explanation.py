@@ -83,7 +83,6 @@ class Explanation:
     dppm_maps: np.ndarray | None = None  # (S-1, gh, gw) float32 in (0, 1]: rollout vector g per step
     dppm_masks: np.ndarray | None = None  # (S-1, gh, gw) bool: g > alpha * mean(g)
     dppm_boxes: np.ndarray | None = None  # (S-1, 4) int: (r0, c0, r1, c1) grid box of the largest component
-    scale_rollouts: np.ndarray | None = None  # (S, L, gh, gw) float32: rollout of each scale's own pass
 
     # TASN
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # "structure"/"detail": (h, w) float32 >= 0

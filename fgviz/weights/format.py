@@ -161,15 +161,23 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def read_json(path: str | Path, what: str | None = None) -> Any:
+    """A small JSON file (a config; at most MAX_CONFIG_BYTES, checked before parsing); WeightsError naming `what`
+    (default: the path) when it is too large or not JSON."""
+    path = Path(path)
+    what = what or str(path)
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise WeightsError(f"{what}: {path.name} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise WeightsError(f"{what}: {path.name} is not valid JSON: {e}") from None
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
     """Parse and validate a config.json (format 1 is upgraded): a known method and its records."""
     path = Path(path)
-    if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise WeightsError(f"{path} is larger than {MAX_CONFIG_BYTES} bytes: not an fgviz config")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise WeightsError(f"{path} is not valid JSON: {e}") from None
+    config = read_json(path)
     if not isinstance(config, dict):
         raise WeightsError(f"{path} is not an fgviz config (needs 'method' and its architecture)")
     version = config.get("fgviz_format", 1)

@@ -30,7 +30,6 @@ names what is unsupported. Like every fgviz load, only safetensors are read.
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,8 @@ from fgviz.methods.backbones.vit.model import ACT_LAYERS
 from fgviz.methods.base import MAX_CLASSES, MAX_DEPTH, MAX_IMG_SIDE, MAX_WIDTH, ConversionError
 from fgviz.weights import sources
 from fgviz.weights.download import MissingFileError, card_metadata, hub_download, optional_file
-from fgviz.weights.format import MAX_CONFIG_BYTES, WEIGHTS_NAME, WeightsError
+from fgviz.weights.format import WEIGHTS_NAME, WeightsError
+from fgviz.weights.format import read_json as format_read_json
 
 PREPROCESSOR_NAME = "preprocessor_config.json"
 SUPPORTED_ARCHITECTURES = ("ViTForImageClassification",)
@@ -88,12 +88,8 @@ def is_transformers_config(config: dict[str, Any]) -> bool:
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
-    if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise WeightsError(f"{what}: {path.name} is larger than {MAX_CONFIG_BYTES} bytes")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise WeightsError(f"{what}: {path.name} is not valid JSON: {e}") from None
+    """A JSON object from a repo's file (`fgviz.weights.format.read_json`'s checks)."""
+    data = format_read_json(path, what)
     if not isinstance(data, dict):
         raise WeightsError(f"{what}: {path.name} is not a JSON object")
     return data

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from fgviz.core.attention import dppm_mask, dppm_vector_from_fused, largest_component_box
 from fgviz.core.geometry import grid_box_to_pixels
-from fgviz.methods.backbones.vit.model import ViTConfig, build_vit, layer_rollout, qk_fields
+from fgviz.methods.backbones.vit.model import ViTConfig, build_vit, layer_rollout
 from fgviz.methods.backbones.vit.trunk import TrunkPass, trunk
 from fgviz.methods.base import FineGrainedModel, check_int, softmax_np, to_numpy
 
@@ -196,9 +196,8 @@ class RAMSTrans(FineGrainedModel):
         p = self.num_prefix_tokens
         H, W = display.shape[:2]
 
-        rollouts = []
-        for rec in out["records"]:
-            rollouts.append(layer_rollout(*rec.qk(), rec.fused_upto(rec.depth), (gh, gw), p))  # the DPPM's fused
+        first = out["records"][0]  # scale 1's pass: its rollout is the DPPM's (the same fused matrices)
+        rollout = layer_rollout(*first.qk(), first.fused_upto(first.depth), (gh, gw), p)
         crop_boxes = crop_boxes_in_input([b[0] for b in out["boxes"]], (H, W))
 
         props = out["proposals"]
@@ -208,8 +207,7 @@ class RAMSTrans(FineGrainedModel):
             "patch_size": self.config.patch_size,
             "stride": self.config.patch_size,
             "num_prefix_tokens": p,
-            "rollout": rollouts[0],
-            "scale_rollouts": np.stack(rollouts),
+            "rollout": rollout,
             "scale_probs": np.stack([softmax_np(lg[0]) for lg in out["logits"]]),
             "params": {"alphas": list(alphas[: S - 1]), "num_scales": S, "connectivity": 8},
         }
@@ -223,5 +221,5 @@ class RAMSTrans(FineGrainedModel):
                 extras={"dppm_components": np.stack([pr["component"][0].cpu().numpy() for pr in props])},
             )
         if keep_attention:
-            fields.update(qk_fields(*out["records"][0].qk()))
+            fields.update(out["records"][0].qk_fields())
         return fields

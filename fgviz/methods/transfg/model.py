@@ -32,7 +32,7 @@ from torch import nn
 
 from fgviz.core.attention import psm_and_fused_qk, psm_select_qk
 from fgviz.core.geometry import token_box
-from fgviz.methods.backbones.vit.model import ViTConfig, build_vit, layer_rollout, qk_fields
+from fgviz.methods.backbones.vit.model import ViTConfig, build_vit, layer_rollout
 from fgviz.methods.backbones.vit.trunk import trunk
 from fgviz.methods.base import FineGrainedModel, check_int, softmax_np, to_numpy
 
@@ -150,7 +150,7 @@ class TransFG(FineGrainedModel):
         cls = vit.norm(z)[:, 0]  # (B, D)
         logits = vit.head(vit.head_drop(cls))  # (B, C)
         return {"logits": logits, "features": cls, "part_tokens": idx, "psm_rows": rows, "q": qs, "k": ks,
-                "fused": fused}
+                "fused": fused, "pass": p}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward(x)["logits"]
@@ -190,5 +190,5 @@ class TransFG(FineGrainedModel):
             "params": {"psm_layers": len(out["q"]), "head_fusion": "mean", "discard_ratio": 0.0},
             "rollout": layer_rollout(out["q"], out["k"], out["fused"], (gh, gw), 1),
             "extras": extras,
-            **(qk_fields(out["q"], out["k"]) if keep_attention else {}),
+            **(out["pass"].qk_fields(len(out["q"])) if keep_attention else {}),
         }

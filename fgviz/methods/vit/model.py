@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fgviz.methods.backbones.vit.model import ViTConfig, build_vit, layer_rollout, qk_fields
+from fgviz.methods.backbones.vit.model import ViTConfig, build_vit, layer_rollout
 from fgviz.methods.backbones.vit.trunk import trunk
 from fgviz.methods.base import FineGrainedModel, softmax_np
 
@@ -53,5 +53,5 @@ class ViT(FineGrainedModel):
             "num_prefix_tokens": 1,
             "params": {"head_fusion": "mean", "discard_ratio": 0.0},
             "rollout": layer_rollout(qs, ks, p.fused_upto(len(qs)), self.grid, 1),
-            **(qk_fields(qs, ks) if keep_attention else {}),
+            **(p.qk_fields() if keep_attention else {}),
         }

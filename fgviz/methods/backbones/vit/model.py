@@ -111,8 +111,3 @@ def layer_rollout(qs: list[torch.Tensor], ks: list[torch.Tensor], fused: list[to
         fused = [fused_attention_qk(q, k, "mean") for q, k in zip(qs, ks, strict=True)]  # L x (1, N, N)
     return to_numpy(rollout_from_fused(fused, num_prefix_tokens=num_prefix_tokens)[0]).reshape(-1, *grid)
 
-
-def qk_fields(qs: list[torch.Tensor], ks: list[torch.Tensor]) -> dict[str, np.ndarray]:
-    """The float16 queries and keys the Layers and heads tab derives every head's attention from."""
-    return {"attn_q": to_numpy(torch.stack([q[0] for q in qs]), np.float16),  # (L, H, N, d)
-            "attn_k": to_numpy(torch.stack([k[0] for k in ks]), np.float16)}

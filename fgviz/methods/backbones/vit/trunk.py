@@ -19,6 +19,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
@@ -40,6 +41,7 @@ class TrunkPass:
     qs: list[torch.Tensor] = field(default_factory=list)
     ks: list[torch.Tensor] = field(default_factory=list)
     fused: dict[int, torch.Tensor] = field(default_factory=dict)
+    arrays: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # layers -> float16 (q, k)
 
     @property
     def depth(self) -> int:
@@ -55,9 +57,19 @@ class TrunkPass:
                 self.fused[layer] = fused_attention_qk(self.qs[layer], self.ks[layer], "mean")
         return [self.fused[layer] for layer in range(n)]
 
+    def qk_fields(self, n: int | None = None) -> dict[str, np.ndarray]:
+        """The float16 queries and keys of layers 0..n-1 (default all) of image 0, as explanations store them:
+        converted once and shared by every explanation of this pass (a shallower one gets a view)."""
+        n = self.depth if n is None else n
+        deep = next((a for have, a in sorted(self.arrays.items()) if have >= n), None)
+        if deep is None:
+            deep = self.arrays[n] = (half_numpy(self.qs[:n]), half_numpy(self.ks[:n]))
+        return {"attn_q": deep[0][:n], "attn_k": deep[1][:n]}  # (n, H, N, d) each
+
     def nbytes(self) -> int:
         tensors = [*self.hidden, *self.qs, *self.ks, *self.fused.values()]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return sum(t.numel() * t.element_size() for t in tensors) + sum(
+            a.nbytes for pair in self.arrays.values() for a in pair)
 
 
 class _Memo:
@@ -89,6 +101,12 @@ class _Memo:
 
 
 MEMO = _Memo()
+
+
+def half_numpy(layers: list[torch.Tensor]) -> np.ndarray:
+    """(L, H, N, d) float16 numpy of image 0 of L (B, H, N, d) tensors, converted by torch (numpy's float16 cast is
+    several times slower). Explanations share it, as they share every array: nothing writes into one."""
+    return torch.stack([t[0] for t in layers]).to(torch.float16).cpu().numpy()  # (L, H, N, d)
 
 
 def tag_of(vit: VisionTransformer) -> str:
