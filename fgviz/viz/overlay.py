@@ -18,6 +18,7 @@ min_size)` internally. To draw several layers, pass the image returned by the fi
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from functools import cache
@@ -206,8 +207,15 @@ def blend(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5, cmap: str = D
     heat = np.asarray(heat)
     if heat.shape != img.shape[:2]:
         raise ValueError(f"heat {heat.shape} does not match image {img.shape[:2]}")
-    colors = colormap(heat, cmap).astype(np.float32)
-    out = (1.0 - alpha) * img.astype(np.float32) + alpha * colors
+    return _blend_table(float(alpha))[img, colormap(heat, cmap)]  # (H, W, 3): one lookup per channel value
+
+
+@functools.lru_cache(maxsize=16)
+def _blend_table(alpha: float) -> np.ndarray:
+    """(256, 256) uint8: entry [i, c] = rint((1 - alpha) * i + alpha * c), computed in float32 exactly as a per-pixel
+    blend would: every image value meets every colormap value, so a blend is a table lookup."""
+    i = np.arange(256, dtype=np.float32)
+    out = (1.0 - alpha) * i[:, None] + alpha * i[None, :]  # (256, 256) float32
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
