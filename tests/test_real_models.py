@@ -347,3 +347,17 @@ def test_download_progress_reports_the_size(checkpoints, loopback) -> None:
     seen.clear()
     fgviz.load(f"timm:{CLIP}#vit", device="cpu")  # outside the block: nothing reported
     assert seen == []
+
+
+def test_transfg_column_shows_the_backbones_own_top5_and_labels_the_part_layer_path(loopback, photo) -> None:
+    from fgviz.explorer import views
+
+    e = fgviz.load(f"timm:{CLIP}#transfg", device="cpu").explain(photo)
+    own = e.extras["backbone_probs"]
+    main = views.topk_figure(e)
+    assert main.layout.title.text == views.BACKBONE_TITLE
+    assert list(main.data[0].y) == [n for n, _ in e.topk(5, own)]  # the network's own ranking, not the path's
+    path = views.scale_figure(e)
+    assert "TransFG's path" in path.layout.annotations[0].text
+    assert list(path.data[0].y) == [n for n, _ in e.topk(5)]
+    assert views.summary(e)["backbone_top5"][0][0] == e.topk(1, own)[0][0]
