@@ -487,3 +487,15 @@ def test_attention_distance_closed_forms():
     c = A.token_centers((2, 3), 16, 12)
     np.testing.assert_allclose(c[0], [7.5, 7.5])
     np.testing.assert_allclose(c[5], [19.5, 31.5])
+
+
+def test_psm_rows_are_the_same_whichever_function_computes_them() -> None:
+    """A TransFG explaining after another model of the same weights (fused matrices memoised) selects its tokens with
+    `psm_select_qk`, alone with `psm_and_fused_qk`: the two must take the same rows, bit for bit, so the tokens do not
+    depend on the order the columns ran in."""
+    g = torch.Generator().manual_seed(5)
+    qs = [torch.randn(1, 3, 70, 8, generator=g) for _ in range(4)]
+    ks = [torch.randn(1, 3, 70, 8, generator=g) for _ in range(4)]
+    idx_a, rows_a = A.psm_select_qk(qs, ks)
+    idx_b, rows_b, _ = A.psm_and_fused_qk(qs, ks)
+    assert torch.equal(rows_a, rows_b) and torch.equal(idx_a, idx_b)

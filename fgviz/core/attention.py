@@ -399,9 +399,11 @@ def psm_select_qk(
     L = len(qs)
     if L == 0 or len(ks) != L:
         raise ValueError(f"need the same non-zero number of q and k layers, got {len(qs)} and {len(ks)}")
-    dtype = _compute_dtype(qs[-1])
-    q_top, k_top = qs[-1].to(dtype), ks[-1].to(dtype)  # (B, H, N, d)
-    r = (q_top[:, :, :1] @ k_top.transpose(-2, -1)).softmax(dim=-1)  # (B, H, 1, N): CLS row of A_L
+    # CLS row of A_L, from the first block of query rows exactly as `psm_and_fused_qk` takes it, so the two give the
+    # same rows bit for bit (a one-row product may round differently from a block's): a model that reuses another's
+    # fused matrices selects the same tokens as one that computes them
+    _, _, first = next(softmax_row_blocks(qs[-1], ks[-1], block_rows))  # (B, H, b, N)
+    r = first[:, :, :1, :].clone()  # (B, H, 1, N)
     for layer in reversed(range(L - 1)):
         r_new = torch.zeros_like(r)  # (B, H, 1, N)
         for s, _, a in softmax_row_blocks(qs[layer], ks[layer], block_rows):  # a: (B, H, b, N)
