@@ -314,6 +314,11 @@ def test_method_suffix_on_fgviz_checkpoints(tmp_path, photo) -> None:
             hub.parse_spec("org/name@v1#nope")
         parsed = hub.parse_spec("org/name@v1#rams_trans")
         assert (parsed.kind, parsed.value, parsed.revision, parsed.method) == ("hub", "org/name", "v1", "rams_trans")
+        from fgviz.explorer.session import Explorer
+
+        explorer = Explorer(device="cpu")  # the model boxes offer a spec in its method's column before it loads
+        assert explorer.spec_method("org/name@v1#rams_trans") == "rams_trans"
+        assert explorer.spec_method(f"timm:{CLIP}#vit") == "vit" and explorer.spec_method("org/name") is None
     finally:
         hub.clear_cache()
 

@@ -300,8 +300,8 @@ class Explorer:
             return reason
 
     def spec_method(self, spec: str) -> str | None:
-        """The method of a spec without loading weights: registry entries and local folders say it; None for Hub
-        and timm specs (known once loaded)."""
+        """The method of a spec without loading weights: registry entries, a `#method` suffix and local folders say
+        it; None for other Hub and timm specs (known once loaded)."""
         entry = self.registry().get(spec)
         if entry is not None:
             return entry.get("method")
@@ -309,13 +309,13 @@ class Explorer:
             parsed = hub.parse_spec(spec)
         except WeightsError:
             return None
+        if parsed.method:
+            return parsed.method
         if parsed.kind == "local":
             try:
                 return hub.read_config(Path(parsed.value) / hub.CONFIG_NAME)["method"]
             except (WeightsError, OSError):
                 return None
-        if parsed.kind == "timm" and parsed.method:
-            return parsed.method
         return None
 
     def trusted(self, spec: str) -> bool:
