@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from fgviz.core import metrics
 from fgviz.core.explanation import Explanation
@@ -222,8 +221,7 @@ def pointing_game(expl: Explanation, part_mask: np.ndarray, saliency_map: str | 
     mask = _mask(expl, part_mask)
     m, name = _pixels(expl, saliency_map)
     energy = metrics.energy_pointing_game(m, mask)
-    y, x = np.unravel_index(int(np.argmax(m)), m.shape)
-    hit = bool(mask[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2].any())  # the mask is resampled: 1 px of slack
+    hit, (x, y) = metrics.pointing_hit(m, mask)
     d = heat(expl.image, relative(m), style)
     d.rgb = overlay.draw_mask_outline(d.rgb, mask, color=OKABE_ITO["orange"], thickness=2, min_size=0,
                                       image_scale=d.factor)
@@ -234,7 +232,7 @@ def pointing_game(expl: Explanation, part_mask: np.ndarray, saliency_map: str | 
            f"maximum {'ON' if hit else 'not on'} a part")
     fig = Figure([(d.finish(style), cap)], title=f"Pointing game: {expl.model_name}", notes=_missed((expl,)),
                  columns=1)
-    return PointingGame(name, energy, hit, float(mask.mean()), (int(x), int(y)), fig)
+    return PointingGame(name, energy, hit, float(mask.mean()), (x, y), fig)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -243,20 +241,8 @@ def pointing_game(expl: Explanation, part_mask: np.ndarray, saliency_map: str | 
 
 def predict_fn(model: FineGrainedModel) -> Callable[[np.ndarray], np.ndarray]:
     """(B, H, W, 3) uint8 images at the model's input size -> (B, C) probabilities of `model`'s prediction (the
-    `predict_fn` of `fgviz.core.metrics.deletion_insertion`)."""
-    pre = model.preprocess
-
-    @torch.inference_mode()
-    def predict(images: np.ndarray) -> np.ndarray:
-        was_training = model.training
-        model.eval()
-        try:
-            x = torch.cat([pre.normalize(im) for im in images]).to(model.device, model.dtype)
-            return torch.softmax(model(x).float(), dim=-1).cpu().numpy()
-        finally:
-            model.train(was_training)
-
-    return predict
+    `predict_fn` of `fgviz.core.metrics.deletion_insertion`): `model.predict`."""
+    return model.predict
 
 
 def _check_pair(model: FineGrainedModel, expl: Explanation) -> None:

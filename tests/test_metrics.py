@@ -19,6 +19,7 @@ from fgviz.core.metrics import (
     energy_pointing_game,
     magnification,
     part_hit_rate,
+    pointing_hit,
     randomized_copy,
     rank_correlation,
     topk_cell_boxes,
@@ -283,3 +284,14 @@ def test_metric_result_ratio():
     assert MetricResult(0.5, 0.25).ratio == 2.0
     assert MetricResult(0.5, 0.0).ratio == float("inf")
     assert np.isnan(MetricResult(0.0, 0.0).ratio)
+
+
+def test_pointing_hit_against_a_loop_over_the_neighbourhood() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(50):
+        sal = rng.random((9, 13))
+        mask = rng.random((9, 13)) > 0.9
+        hit, (x, y) = pointing_hit(sal, mask)
+        yy, xx = divmod(int(np.argmax(sal)), 13)  # row-major: the first maximum
+        near = any(mask[r, c] for r in range(9) for c in range(13) if abs(r - yy) <= 1 and abs(c - xx) <= 1)
+        assert (hit, x, y) == (near, xx, yy)

@@ -162,6 +162,14 @@ def _random_position_hit(mask: np.ndarray, integral: np.ndarray, w: int, h: int)
 # Maps
 
 
+def pointing_hit(saliency: np.ndarray, mask: np.ndarray) -> tuple[bool, tuple[int, int]]:
+    """Whether a pixel map's maximum lies on the mask, within 1 px (a mask resampled into the model's input may be a
+    pixel off), and where the maximum is, (x, y). Chance: the mask's share of the image."""
+    m = _as_mask(mask)
+    y, x = np.unravel_index(int(np.argmax(saliency)), np.shape(saliency))
+    return bool(m[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2].any()), (int(x), int(y))
+
+
 def energy_pointing_game(saliency: np.ndarray, mask: np.ndarray) -> MetricResult:
     """Share of a map's (positive) mass that falls inside the mask (deciding parts, or `box_mask(bbox)`).
 

@@ -480,13 +480,10 @@ class Explorer:
     def predict_fn(self, spec: str, method: str, model: torch.nn.Module | None = None) -> Callable:
         """(B, H, W, 3) uint8 model-input images -> (B, C) probabilities, counted in `forward_count`."""
         model = model if model is not None else self.model(spec, method)
-        pre = model.preprocess
 
-        @torch.inference_mode()
         def predict(images: np.ndarray) -> np.ndarray:
-            x = torch.cat([pre.normalize(im) for im in images]).to(model.device, model.dtype)
             self.forward_count += 1
-            return torch.softmax(model(x).float(), dim=-1).cpu().numpy()
+            return model.predict(images)
 
         return predict
 
@@ -519,7 +516,7 @@ class Explorer:
     def pointing(self, key: CacheKey, map_name: str) -> dict[str, Any] | None:
         """Pointing game against the synthetic deciding parts: the energy share (with its chance) and whether the
         map's maximum lies on a part. None when there is no ground truth."""
-        from fgviz.core.metrics import energy_pointing_game
+        from fgviz.core.metrics import energy_pointing_game, pointing_hit
 
         truth, _ = self.ground_truth(key)
         if truth is None or not truth.part_mask.any():
@@ -527,12 +524,9 @@ class Explorer:
         e = self.get(key)
         m = views.named_map(e, map_name)
         energy = energy_pointing_game(m, truth.part_mask)
-        y, x = np.unravel_index(int(np.argmax(m)), m.shape)
-        # A hit may land within 1 px of a part (the mask is resampled into the model's input).
-        near = truth.part_mask[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2].any()
-        return {"energy": energy.value, "energy_chance": energy.chance, "hit": bool(near),
-                "hit_chance": float(truth.part_mask.mean()), "max_at": [int(x), int(y)],
-                "class": truth.class_name}
+        hit, (x, y) = pointing_hit(m, truth.part_mask)
+        return {"energy": energy.value, "energy_chance": energy.chance, "hit": hit,
+                "hit_chance": float(truth.part_mask.mean()), "max_at": [x, y], "class": truth.class_name}
 
     def compute_sanity(self, spec: str, method: str, image: Image.Image, params: dict[str, Any],
                        seed: int) -> Explanation:

@@ -20,7 +20,7 @@ from PIL import Image
 from torch import nn
 
 from fgviz.core.explanation import WEIGHTS_KINDS, Explanation
-from fgviz.core.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from fgviz.core.preprocess import CROP_MODES, IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, Preprocess
 
 # Bounds checked before anything is allocated, so an untrusted config cannot ask for absurd sizes.
 MAX_IMG_SIDE = 1024
@@ -105,7 +105,9 @@ class PretrainedCfg(_Record):
             raise ValueError(f"crop_pct={self.crop_pct} outside [0.1, 1]")
         if len(self.labels) > MAX_CLASSES:
             raise ValueError(f"more than {MAX_CLASSES} labels")
-        Preprocess(crop_mode=self.crop_mode, interpolation=self.interpolation)  # raises for unknown values
+        if self.crop_mode not in CROP_MODES or self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"crop_mode {self.crop_mode!r} / interpolation {self.interpolation!r}: known "
+                             f"{CROP_MODES} / {sorted(INTERPOLATIONS)}")
 
     def for_classes(self, num_classes: int) -> PretrainedCfg:
         """This record with one label per class (`class_i` when it names none); refuses a wrong count."""
@@ -183,6 +185,19 @@ class FineGrainedModel(nn.Module):
             normalization=(self.pretrained_cfg.mean, self.pretrained_cfg.std),
             **fields,
         )
+
+    @torch.inference_mode()
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """(B, H, W, 3) uint8 images at the model's input size (no resize) -> (B, C) float32 probabilities of the
+        model's prediction (its `forward`), in eval mode: what deletion/insertion re-runs on perturbed images."""
+        was_training = self.training
+        self.eval()
+        try:
+            pre = self.preprocess
+            x = torch.cat([pre.normalize(im) for im in images]).to(self.device, self.dtype)  # (B, 3, H, W)
+            return torch.softmax(self(x).float(), dim=-1).cpu().numpy()
+        finally:
+            self.train(was_training)
 
     def _explain(self, x: torch.Tensor, display: np.ndarray, **params: Any) -> dict[str, Any]:
         raise NotImplementedError

@@ -87,10 +87,6 @@ class _Entry:
     pinned: bool
     aliases: set[Key] = field(default_factory=set)
 
-    @property
-    def nbytes(self) -> int:
-        return sum(self.storages.values())
-
 
 class _Flight:
     """One load in progress: the callers of its key wait on `done` for `model` or `error`."""

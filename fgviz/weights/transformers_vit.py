@@ -136,9 +136,12 @@ def check_config(config: dict[str, Any], what: str) -> TransformersViT:
     eps = config.get("layer_norm_eps", 1e-12)
     if not isinstance(eps, (int, float)) or not 0 < eps <= 1e-2:
         raise WeightsError(f"{what}: layer_norm_eps={eps!r} is not supported")
+    labels = labels_of(config, what)
+    if _int(config, "num_labels", 1, MAX_CLASSES, what, len(labels)) != len(labels):
+        raise WeightsError(f"{what}: num_labels {config['num_labels']} but id2label names {len(labels)} classes")
     return TransformersViT(
-        num_classes=_int(config, "num_labels", 1, MAX_CLASSES, what, len(config.get("id2label") or {}) or None),
-        labels=labels_of(config, what),
+        num_classes=len(labels),
+        labels=labels,
         image_size=image_size,
         patch_size=patch_size,
         embed_dim=embed_dim,
@@ -162,8 +165,6 @@ def labels_of(config: dict[str, Any], what: str) -> list[str]:
         raise WeightsError(f"{what}: id2label keys must be class indices") from None
     if sorted(named) != list(range(len(named))):
         raise WeightsError(f"{what}: id2label does not name every class 0..{len(named) - 1}")
-    if "num_labels" not in config:
-        config["num_labels"] = len(named)
     return [named[i] for i in range(len(named))]
 
 

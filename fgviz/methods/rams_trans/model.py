@@ -137,7 +137,7 @@ class RAMSTrans(FineGrainedModel):
         with torch.no_grad():
             fused = rec.fused_upto(rec.depth)  # L x (B, N, N), head mean
             g = dppm_vector_from_fused(fused, num_prefix_tokens=self.num_prefix_tokens)  # (B, gh*gw) in (0, 1]
-            return {**propose(g, self.grid, alpha), "fused": fused}
+            return propose(g, self.grid, alpha)
 
     def _crop(self, x: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, list[tuple[int, int, int, int]]]:
         """Crop each image's box (official pixel shift) from the normalised input and resize it back."""
@@ -197,7 +197,7 @@ class RAMSTrans(FineGrainedModel):
         H, W = display.shape[:2]
 
         first = out["records"][0]  # scale 1's pass: its rollout is the DPPM's (the same fused matrices)
-        rollout = layer_rollout(*first.qk(), first.fused_upto(first.depth), (gh, gw), p)
+        rollout = layer_rollout(first.fused_upto(first.depth), (gh, gw), p)
         crop_boxes = crop_boxes_in_input([b[0] for b in out["boxes"]], (H, W))
 
         props = out["proposals"]

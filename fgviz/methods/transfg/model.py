@@ -188,7 +188,7 @@ class TransFG(FineGrainedModel):
             "part_boxes": boxes,
             "psm_rows": to_numpy(out["psm_rows"][0]).reshape(-1, gh, gw),
             "params": {"psm_layers": len(out["q"]), "head_fusion": "mean", "discard_ratio": 0.0},
-            "rollout": layer_rollout(out["q"], out["k"], out["fused"], (gh, gw), 1),
+            "rollout": layer_rollout(out["fused"], (gh, gw), 1),
             "extras": extras,
             **(out["pass"].qk_fields(len(out["q"])) if keep_attention else {}),
         }

@@ -43,7 +43,6 @@ class ViT(FineGrainedModel):
         vit = self.vit
         p = trunk(vit, x, memo=True)  # timm's fused forward with q and k; shared by models of the same tensors
         logits = vit.forward_head(vit.norm(p.hidden[-1]))  # (1, C)
-        qs, ks = p.qk()
         P = self.config.patch_size
         return {
             "probs": softmax_np(logits[0]),
@@ -52,6 +51,6 @@ class ViT(FineGrainedModel):
             "stride": P,
             "num_prefix_tokens": 1,
             "params": {"head_fusion": "mean", "discard_ratio": 0.0},
-            "rollout": layer_rollout(qs, ks, p.fused_upto(len(qs)), self.grid, 1),
+            "rollout": layer_rollout(p.fused_upto(p.depth), self.grid, 1),
             **(p.qk_fields() if keep_attention else {}),
         }

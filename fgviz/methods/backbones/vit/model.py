@@ -17,7 +17,7 @@ from timm.layers import LayerNorm, QuickGELU
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from fgviz.core.attention import fused_attention_qk, rollout_from_fused
+from fgviz.core.attention import rollout_from_fused
 from fgviz.methods.base import MAX_DEPTH, MAX_WIDTH, ModelConfig, check_int, to_numpy
 
 # MLP activations by config name; "gelu" is timm's default (nn.GELU), so default models print as before.
@@ -103,11 +103,8 @@ def build_vit(c: ViTConfig, **extra: Any) -> VisionTransformer:
     return vit
 
 
-def layer_rollout(qs: list[torch.Tensor], ks: list[torch.Tensor], fused: list[torch.Tensor] | None,
-                  grid: tuple[int, int], num_prefix_tokens: int) -> np.ndarray:
-    """(L, gh, gw) rollout (head mean) of the first prefix token through layers 1..l, for every l; `fused` are the
-    layers' head-mean matrices when the forward already computed them."""
-    if fused is None:
-        fused = [fused_attention_qk(q, k, "mean") for q, k in zip(qs, ks, strict=True)]  # L x (1, N, N)
+def layer_rollout(fused: list[torch.Tensor], grid: tuple[int, int], num_prefix_tokens: int) -> np.ndarray:
+    """(L, gh, gw) rollout of the first prefix token through layers 1..l, for every l, from the layers' head-mean
+    attention (L x (1, N, N), what the forward's pass computed: `TrunkPass.fused_upto`)."""
     return to_numpy(rollout_from_fused(fused, num_prefix_tokens=num_prefix_tokens)[0]).reshape(-1, *grid)
 

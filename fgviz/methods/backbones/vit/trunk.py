@@ -47,9 +47,6 @@ class TrunkPass:
     def depth(self) -> int:
         return len(self.qs)
 
-    def qk(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        return self.qs, self.ks
-
     def fused_upto(self, n: int) -> list[torch.Tensor]:
         """Head-mean attention (B, N, N) of layers 0..n-1, each computed once."""
         for layer in range(n):
