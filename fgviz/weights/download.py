@@ -201,6 +201,17 @@ def hub_download(repo_id: str, filename: str, revision: str | None, *, what: str
         raise WeightsError(f"{what}: downloading {filename} from {where} failed: {_describe(e)}") from None
 
 
+def weights_file(repo_id: str, pinned: str | None, revision: str | None, what: str) -> Path:
+    """A repo's model.safetensors at `pinned` (the config's commit); a repo without one is refused (never a pickle)."""
+    try:
+        return hub_download(repo_id, WEIGHTS_NAME, pinned, what=what, shown_revision=revision)
+    except MissingFileError:
+        raise WeightsError(
+            f"{what}: repo {repo_id!r} has no {WEIGHTS_NAME}; fgviz loads safetensors only and never unpickles "
+            "a download (a pytorch_model.bin must be converted to safetensors by its author)"
+        ) from None
+
+
 def optional_file(repo_id: str, filename: str, revision: str | None, *, what: str,
                   shown_revision: str | None = None) -> Path | None:
     """`hub_download` of a file a repo may lack (a preprocessor config, a model card): None when it has none, or when

@@ -35,7 +35,7 @@ from fgviz.methods import METHODS, FineGrainedModel
 from fgviz.methods.base import ConversionError
 from fgviz.weights import sources, transformers_vit
 from fgviz.weights.cache import Admit, ModelCache, max_bytes_from_env
-from fgviz.weights.download import COMMIT_RE, MissingFileError, check_repo_id, hub_download
+from fgviz.weights.download import COMMIT_RE, MissingFileError, check_repo_id, hub_download, weights_file
 from fgviz.weights.format import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -168,28 +168,26 @@ def parse_spec(spec: str, *, allowed_roots: tuple[Path, ...] | None = None) -> S
     return Spec("hub", repo, revision=revision or None, method=method, registry=name)
 
 
-def _hub_config(repo_id: str, revision: str | None, what: str) -> tuple[Path, str | None, str]:
-    """config.json of a Hub repo (validated), the commit it came from (None when the cache layout does not say; then
-    the revision is used as given) and its layout: "fgviz" or "transformers"."""
+def _hub_config(repo_id: str, revision: str | None, what: str) -> tuple[Path, str | None, Any]:
+    """config.json of a Hub repo, the commit it came from (None when the cache layout does not say; then the revision
+    is used as given) and what it says, validated before any weight is downloaded: an fgviz config (dict) or a
+    transformers ViT's fields (`transformers_vit.TransformersViT`)."""
     try:
         config_path = hub_download(repo_id, CONFIG_NAME, revision, what=what)
     except MissingFileError as e:
         raise WeightsError(f"{e}: not a model repo fgviz reads (fgviz's own {CONFIG_NAME} + {WEIGHTS_NAME}, or a "
                            "transformers ViT classifier; fgviz never loads pickles such as pytorch_model.bin)"
                            ) from None
-    if transformers_vit.is_transformers_config(transformers_vit.read_json(config_path, what)):
-        transformers_vit.check_config(transformers_vit.read_json(config_path, what), what)  # before the weights
-        layout = "transformers"
-    else:
-        read_config(config_path)  # fail on a bad config before downloading the weights
-        layout = "fgviz"
+    raw = transformers_vit.read_json(config_path, what)
+    config = transformers_vit.check_config(raw, what) if transformers_vit.is_transformers_config(raw) else \
+        read_config(config_path)
     commit = config_path.parent.name  # the snapshot folder of the HF cache is named by the commit
-    return config_path, commit if COMMIT_RE.fullmatch(commit) else None, layout
+    return config_path, commit if COMMIT_RE.fullmatch(commit) else None, config
 
 
 def _hub_weights(repo_id: str, config_path: Path, pinned: str | None, revision: str | None,
                  what: str) -> FineGrainedModel:
-    weights_path = transformers_vit.weights_file(repo_id, pinned, revision, what)
+    weights_path = weights_file(repo_id, pinned, revision, what)
     return load_checkpoint(config_path, weights_path)
 
 
@@ -202,10 +200,10 @@ def load_hub(repo_id: str, revision: str | None = None, *, what: str | None = No
     before the weights are downloaded. (`load` reads transformers repos too.)
     """
     what = what or repo_id + (f"@{revision}" if revision else "")
-    config_path, commit, layout = _hub_config(repo_id, revision, what)
-    if layout != "fgviz":
-        raise WeightsError(f"{what} is a {layout} repo: load it with fgviz.load")
-    check_params(parameter_count(read_config(config_path)), max_params, what)
+    config_path, commit, config = _hub_config(repo_id, revision, what)
+    if not isinstance(config, dict):
+        raise WeightsError(f"{what} is a transformers repo: load it with fgviz.load")
+    check_params(parameter_count(config), max_params, what)
     return _hub_weights(repo_id, config_path, commit or revision, revision, what)
 
 
@@ -226,8 +224,8 @@ def as_method(source: sources.Source, method: str | None, what: str) -> FineGrai
     except (ConversionError, NotImplementedError) as e:
         raise WeightsError(f"{what}: a {METHODS[model.method].title} checkpoint cannot be shown as {chosen.title}: "
                            f"{e}") from None
-    wrapped.provenance = {**model.provenance, "description": f"the {model.method} checkpoint's ViT wrapped as "
-                          f"{chosen.title}, not trained for it; {chosen.backbone_note()}."}
+    wrapped.provenance = {**model.provenance, "description": f"the {METHODS[model.method].title} checkpoint's "
+                          f"network wrapped as {chosen.title}, not trained for it; {chosen.backbone_note()}."}
     wrapped.weights_kind = "backbone"
     return sources.hold(wrapped.eval(), source)
 
@@ -319,17 +317,17 @@ def _plan(parsed: Spec, spec: str, dev: torch.device, dtype: torch.dtype, method
             ("hub ref", parsed.value, rev, asked, where, dt)
 
         def resolve_hub():
-            config_path, commit, layout = _hub_config(parsed.value, rev, spec)
+            config_path, commit, config = _hub_config(parsed.value, rev, spec)
             pinned = commit or rev
-            if layout == "transformers":
-                info = transformers_vit.check_config(transformers_vit.read_json(config_path, spec), spec)
+            if isinstance(config, transformers_vit.TransformersViT):
+                info = config
                 estimate = sized(transformers_vit.parameter_count(info))
                 source_key = transformers_vit.source_key(parsed.value, pinned, dev, dtype)
                 chosen = asked or transformers_vit.default_method()
                 build = lambda: finish(transformers_vit.load_repo(  # noqa: E731
                     parsed.value, info, pinned, rev, chosen, what=spec, device=dev, dtype=dtype), None)
             else:
-                estimate = sized(parameter_count(read_config(config_path)))
+                estimate = sized(parameter_count(config))
                 source_key = ("hub", parsed.value, pinned, where, dt)
                 chosen = parsed.method
 

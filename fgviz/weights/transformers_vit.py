@@ -44,8 +44,8 @@ from fgviz.methods import METHODS, FineGrainedModel
 from fgviz.methods.backbones.vit.model import ACT_LAYERS
 from fgviz.methods.base import MAX_CLASSES, MAX_DEPTH, MAX_IMG_SIDE, MAX_WIDTH, ConversionError
 from fgviz.weights import sources
-from fgviz.weights.download import MissingFileError, card_metadata, hub_download, optional_file
-from fgviz.weights.format import WEIGHTS_NAME, WeightsError
+from fgviz.weights.download import card_metadata, optional_file, weights_file
+from fgviz.weights.format import WeightsError
 from fgviz.weights.format import read_json as format_read_json
 
 PREPROCESSOR_NAME = "preprocessor_config.json"
@@ -286,17 +286,6 @@ def to_timm(vit: TransformersViT, state: dict[str, torch.Tensor], what: str) -> 
         mapped[dst] = t
     model.load_state_dict(mapped, strict=True, assign=True)
     return model.eval()
-
-
-def weights_file(repo_id: str, pinned: str | None, revision: str | None, what: str) -> Path:
-    """A repo's model.safetensors at `pinned` (the config's commit); a repo without one is refused (never a pickle)."""
-    try:
-        return hub_download(repo_id, WEIGHTS_NAME, pinned, what=what, shown_revision=revision)
-    except MissingFileError:
-        raise WeightsError(
-            f"{what}: repo {repo_id!r} has no {WEIGHTS_NAME}; fgviz loads safetensors only and never unpickles "
-            "a download (a pytorch_model.bin must be converted to safetensors by its author)"
-        ) from None
 
 
 def source_key(repo_id: str, pinned: str | None, device: str | torch.device, dtype: torch.dtype) -> tuple:
