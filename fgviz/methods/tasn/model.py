@@ -22,7 +22,7 @@ Deviations from the MXNet code, all documented (README, "Deviations"):
 - Input normalisation is ImageNet mean/std (MXNet: mean subtraction in 0-255 units, no std).
 - Extension: a ConvNeXt trunk (`trunk="convnext"`, for backbone mode on fine-grained ConvNeXt checkpoints such as
   timm's iNaturalist 2021 ones). The attention net is the ConvNeXt at output stride 16 (its last stage dilated, as
-  timm's `output_stride` does, so the pretrained weights compute the same features on a finer grid: 28x28 at 448 px);
+  timm's `output_stride` does: the same filters, dilated, on a finer grid, 28x28 at 448 px);
   its features end in a residual sum rather than a ReLU, so the trilinear attention takes their positive part; the
   attention net's logits are the ConvNeXt's own head on its features.
 """
@@ -189,6 +189,11 @@ def check_convnext(args: dict[str, Any]) -> None:
         check_int("depths", d, 1, 64)
     for d in dims:
         check_int("dims", d, 1, 4096)
+    kernels = args.get("kernel_sizes", 7)
+    for k in kernels if isinstance(kernels, (list, tuple)) else [kernels]:
+        check_int("kernel_sizes", k, 1, 31)
+    if args.get("head_hidden_size") is not None:
+        check_int("head_hidden_size", args["head_hidden_size"], 1, 4096)
 
 
 def convnext_trunk(args: dict[str, Any], output_stride: int = 32) -> ConvNeXt:

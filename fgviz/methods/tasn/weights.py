@@ -111,9 +111,8 @@ def from_timm(src: nn.Module, labels: list[str], pretrained_cfg: dict[str, Any])
     state = src.state_dict()
     if isinstance(src, ConvNeXt):
         what = "timm ConvNeXt as TASN"
-        cfg = TASNConfig(num_classes=int(src.head.fc.out_features) if isinstance(getattr(src.head, "fc", None),
-                                                                                  nn.Linear) else 1,
-                         trunk="convnext", convnext=convnext_args(src, what), **sizes)
+        args = convnext_args(src, what)  # raises unless the head ends in a linear classifier
+        cfg = TASNConfig(num_classes=int(src.head.fc.out_features), trunk="convnext", convnext=args, **sizes)
         fc_prefix = "head.fc."
     else:
         what = "timm ResNet as TASN"
