@@ -367,3 +367,9 @@ def test_transfg_column_shows_the_backbones_own_top5_and_labels_the_part_layer_p
     assert "TransFG's path" in path.layout.annotations[0].text
     assert list(path.data[0].y) == [n for n, _ in e.topk(5)]
     assert views.summary(e)["backbone_top5"][0][0] == e.topk(1, own)[0][0]
+    from fgviz.explorer.export import figure_set
+
+    fs = figure_set({"transfg": e})  # the export says the same as the screen: the network's own top-5 first
+    assert {"charts/transfg_top5.png", "charts/transfg_path_top5.png", "charts/transfg_path_top5.html"} <= set(
+        fs.images) | set(fs.charts)
+    assert fs.captions["charts/transfg_top5.png"] == views.BACKBONE_TITLE

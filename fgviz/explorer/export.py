@@ -234,16 +234,20 @@ def figure_set(
         fs.image(f"overview/{name}.png", ov.main, ov.caption, src)
         for i, (rgb, cap) in enumerate(ov.panels, start=1):
             fs.image(f"overview/{name}_{i}_{slug(cap, 32)}.png", rgb, cap, src)
-        fs.image(f"charts/{name}_top5.png", bar_chart(e.topk(5), f"{method.title}: top-5"), "top-5 prediction", src)
-        fs.chart(f"charts/{name}_top5.html", views.topk_figure(e), "top-5 prediction", src)
+        own = e.extras.get("backbone_probs")  # backbone mode: the network's own top-5 first, as on screen
+        top = "top-5 prediction" if own is None else views.BACKBONE_TITLE
+        fs.image(f"charts/{name}_top5.png", bar_chart(e.topk(5, own), f"{method.title}: {top}"), top, src)
+        fs.chart(f"charts/{name}_top5.html", views.topk_figure(e), top, src)
         if e.scale_probs is not None:
             for s, sp in enumerate(e.scale_probs):
                 chart = bar_chart(e.topk(5, sp), f"{method.title} scale {s + 1}")
                 fs.image(f"charts/{name}_scale{s + 1}_top5.png", chart,
                          f"top-5 of scale {s + 1} alone", src)
             fs.chart(f"charts/{name}_scales_top5.html", views.scale_figure(e), "top-5 of each scale alone", src)
-        elif views.scale_figure(e) is not None:  # backbone mode: the method's own path beside the network's top-5
-            fs.chart(f"charts/{name}_path_top5.html", views.scale_figure(e), "top-5 of the method's own path", src)
+        elif own is not None:  # backbone mode: the method's own path beside the network's top-5
+            path = "top-5 of the method's own path"
+            fs.image(f"charts/{name}_path_top5.png", bar_chart(e.topk(5), f"{method.title}: {path}"), path, src)
+            fs.chart(f"charts/{name}_path_top5.html", views.scale_figure(e), path, src)
         steps = method.steps(e, style)
         if steps is not None:
             for i, (rgb, cap) in enumerate(steps.panels, start=1):
